@@ -54,7 +54,7 @@ inline void make_image_batch(TensorView<const std::uint8_t, 3> images,
       out.extent(2) != h || out.extent(3) != w)
     VITC_THROW(ShapeError("image batch: expected [" + std::to_string(indices.size()) + ", 1, " +
                           std::to_string(h) + ", " + std::to_string(w) + "], got " +
-                          detail::shape_string(out.shape())));
+                          vitc::detail::shape_string(out.shape())));
   if (augment.max_shift < 0 || augment.max_shift >= h || augment.max_shift >= w)
     VITC_THROW(ArgumentError("augmentation max_shift must be in [0, image size)"));
   const float scale = 1.0f / (255.0f * norm.std);
