@@ -7,14 +7,15 @@
 // It replays vit_forward()'s graph in reverse from the activations a Pass::kTraining forward kept
 // in the workspace: linear layers give dW += dY^T X, db += colsum(dY), dX = dY W; LayerNorm,
 // softmax and GELU use their closed-form derivatives (the GELU's from the exact erf form). The
-// work is split like forward: token rows for dX, output channels for dW (so that no two threads
-// add into the same gradient entry), (image, head) pairs for attention.
+// work is split like forward: token rows (or input channels, when tokens are few) for dX, output
+// channels for dW and LayerNorm parameters (so that no two threads add into the same gradient
+// entry), (image, head) pairs for attention.
 //
 // GradMode::kOverwrite replaces the gradients (a training step); GradMode::kAccumulate adds to them
 // (importance estimators summing over calibration batches). The gradient of the mean
 // cross-entropy with respect to the logits comes from softmax_cross_entropy() (model/loss.hpp).
 //
-// Cost: about twice the forward's multiply-adds (three with the input gradient's patch GEMM).
+// Cost: about twice the forward's multiply-adds (dX and dW of every GEMM).
 
 #include <algorithm>
 #include <cstring>

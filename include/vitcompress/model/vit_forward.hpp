@@ -7,10 +7,13 @@
 //   -> head -> logits [B, classes]
 //
 // Every matrix product is an Eigen GEMM on row-major buffers (Eigen itself stays single-threaded);
-// parallelism is ours: linear layers split the B*T token rows into blocks, attention splits into
-// (image, head, query-row block) items, both over the ThreadPool given (nullptr = calling thread
-// only). The result does not depend on the number of threads: every output element is computed by
-// one chunk with the same arithmetic whatever the partition. Softmax, LayerNorm and GELU run as
+// parallelism is ours: linear layers split the B*T token rows into blocks (or, when there are
+// fewer rows than output channels, e.g. one image, the output channels, so that each thread packs
+// only its share of the weights), attention splits into (image, head, query-row block) items, all
+// over the ThreadPool given (nullptr = calling thread only). Every output element is computed by
+// exactly one chunk; the tests check that one and two threads give bit-identical logits (Eigen's
+// kernels sum each dot product in the same order whatever the block shape, which is observed, not
+// a documented Eigen guarantee). Softmax, LayerNorm and GELU run as
 // vectorized row loops. Only the class tokens go through the final norm and the head, and in an
 // inference pass without hooks the last block's attention output, proj and MLP run on the class
 // tokens only (nothing else reaches the logits): about 1/depth of the MLP work saved.

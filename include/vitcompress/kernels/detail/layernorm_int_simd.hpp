@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// Int-LayerNorm SIMD paths: the 32-bit-lane body (detail/layernorm_int_body.inc) compiled for
+// xsimd, AVX2 and AVX-512, and 16-bit-lane paths for int8 inputs on AVX2 and AVX-512BW: with
+// |x̃| < 2^13 (Q = 13 for int8) every intermediate of the definition fits in int16, so the sums are
+// vpmaddwd
+// and the normalization and affine steps are vpmulhrsw / vpaddsw, exactly the definition's
+// ⌊(a·b + 2^14) / 2^15⌋ and 16-bit saturation.
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <type_traits>
+
+#include "vitcompress/core/tensor.hpp"
+#include "vitcompress/kernels/arch.hpp"
+#include "vitcompress/kernels/detail/layernorm_int_types.hpp"
+#include "vitcompress/kernels/detail/nonlinear_int_ops.hpp"
+#include "vitcompress/kernels/detail/softmax_int_simd.hpp"
+
+// See detail/softmax_int_simd.hpp (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+namespace vitc::kernels::detail::nl_xsimd {
+#include "vitcompress/kernels/detail/layernorm_int_body.inc"
+}  // namespace vitc::kernels::detail::nl_xsimd
+
+#if VITC_HAVE_X86_TARGET_KERNELS
+
+VITC_NL_BEGIN_AVX2
+namespace vitc::kernels::detail::nl_avx2 {
+#include "vitcompress/kernels/detail/layernorm_int_body.inc"
+
+inline void layernorm_row_int8_16(const LayerNormParams& p, const std::int8_t* x,
+                                  std::int8_t* y) noexcept {
+  const Index c = p.channels;
+  const Index full = c - c % 16;
+  const std::int16_t* scale = p.ptf_scale.data();
+  auto load16 = [&](Index i) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
+  };
+  auto scale_at = [&](Index i) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scale + i));
+  };
+  // One pass: x' = x·2^α (|x'| <= 1024), its maximum magnitude and the sums of x' and x'²; with
+  // λ >= 3, Σx̃ = 2^λ·Σx' and Σx̃² = 4^λ·Σx'² exactly.
+  auto prescaled = [&](Index i) { return _mm256_mullo_epi16(load16(i), scale_at(i)); };
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i vmax = _mm256_setzero_si256();
+  std::int64_t s1 = 0, s2 = 0;
+  constexpr Index kBlock = 512 * 16;  // a lane gains <= 2^21 per step
+  for (Index b = 0; b < full; b += kBlock) {
+    __m256i a1 = _mm256_setzero_si256(), a2 = _mm256_setzero_si256();
+    const Index end = std::min(full, b + kBlock);
+    for (Index i = b; i < end; i += 16) {
+      const __m256i v = prescaled(i);
+      vmax = _mm256_max_epi16(vmax, _mm256_abs_epi16(v));
+      a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v, ones));
+      a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(v, v));
+    }
+    s1 += Ops::reduce_add(a1);
+    s2 += Ops::reduce_add(a2);
+  }
+  std::uint32_t mm = static_cast<std::uint32_t>(
+      Ops::reduce_max(_mm256_max_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(vmax)),
+                                       _mm256_cvtepi16_epi32(_mm256_extracti128_si256(vmax, 1)))));
+  for (Index i = full; i < c; ++i) {
+    const std::int32_t v = std::int32_t{x[i]} << p.ptf_shift[static_cast<std::size_t>(i)];
+    mm = std::max(mm, static_cast<std::uint32_t>(v < 0 ? -v : v));
+    s1 += v;
+    s2 += std::int64_t{v} * v;
+  }
+  const std::int32_t shift = layernorm_row_shift<std::int8_t>(static_cast<int>(std::bit_width(mm)));
+  s1 <<= shift;
+  s2 <<= 2 * shift;
+  const __m128i vshift = _mm_cvtsi32_si128(shift);
+  auto scaled = [&](Index i) {  // |x̃| < 2^13
+    return _mm256_sll_epi16(prescaled(i), vshift);
+  };
+  const LayerNormRow row =
+      layernorm_row(s1, s2, c, shift, kLayerNormRowBits<std::int8_t>, p.eps_q32);
+  const __m256i mean = _mm256_set1_epi16(static_cast<std::int16_t>(row.mean));
+  const __m256i recip = _mm256_set1_epi16(static_cast<std::int16_t>(row.recip));
+  const __m128i up = _mm_cvtsi32_si128(row.up), down = _mm_cvtsi32_si128(row.down),
+                frac = _mm_cvtsi32_si128(p.frac_bits);
+  for (Index i = 0; i < full; i += 16) {
+    const __m256i a =
+        _mm256_sra_epi16(_mm256_sll_epi16(_mm256_sub_epi16(scaled(i), mean), up), down);
+    const __m256i n = _mm256_mulhrs_epi16(a, recip);
+    const __m256i g = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.gain.data() + i));
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.bias.data() + i));
+    const __m256i h = _mm256_sra_epi16(_mm256_adds_epi16(_mm256_mulhrs_epi16(n, g), b), frac);
+    const __m128i o = _mm_packs_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), o);
+  }
+  for (Index i = full; i < c; ++i) {
+    const auto ch = static_cast<std::size_t>(i);
+    const std::int32_t n = layernorm_n(row, shift_signed(x[i], p.ptf_shift[ch] + shift));
+    y[i] = layernorm_out(n, p.gain[ch], p.bias[ch], p.frac_bits);
+  }
+}
+
+}  // namespace vitc::kernels::detail::nl_avx2
+VITC_NL_END
+
+VITC_NL_BEGIN_AVX512
+namespace vitc::kernels::detail::nl_avx512 {
+#include "vitcompress/kernels/detail/layernorm_int_body.inc"
+
+inline void layernorm_row_int8_16(const LayerNormParams& p, const std::int8_t* x,
+                                  std::int8_t* y) noexcept {
+  const Index c = p.channels;
+  const std::int16_t* scale = p.ptf_scale.data();
+  auto load16 = [&](Index i, __mmask32 k) {  // lanes outside k are 0
+    return _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(k, x + i));
+  };
+  // One pass: x' = x·2^α (|x'| <= 1024), its maximum magnitude and the sums of x' and x'²; with
+  // λ >= 3, Σx̃ = 2^λ·Σx' and Σx̃² = 4^λ·Σx'² exactly.
+  auto prescaled = [&](Index i, __mmask32 k) {
+    return _mm512_mullo_epi16(load16(i, k), _mm512_maskz_loadu_epi16(k, scale + i));
+  };
+  const __m512i ones = _mm512_set1_epi16(1);
+  __m512i vmax = _mm512_setzero_si512();
+  std::int64_t s1 = 0, s2 = 0;
+  constexpr Index kBlock = 512 * 32;  // a lane gains <= 2^21 per step
+  for (Index b = 0; b < c; b += kBlock) {
+    __m512i a1 = _mm512_setzero_si512(), a2 = _mm512_setzero_si512();
+    const Index end = std::min(c, b + kBlock);
+    for (Index i = b; i < end; i += 32) {
+      const __m512i v = prescaled(i, tail_mask32(end - i));
+      vmax = _mm512_max_epi16(vmax, _mm512_abs_epi16(v));
+      a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(v, ones));
+      a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(v, v));
+    }
+    s1 += Ops::reduce_add(a1);
+    s2 += Ops::reduce_add(a2);
+  }
+  const std::uint32_t mm = static_cast<std::uint32_t>(_mm512_reduce_max_epi32(
+      _mm512_max_epi32(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(vmax)),
+                       _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(vmax, 1)))));
+  const std::int32_t shift = layernorm_row_shift<std::int8_t>(static_cast<int>(std::bit_width(mm)));
+  s1 <<= shift;
+  s2 <<= 2 * shift;
+  const __m128i vshift = _mm_cvtsi32_si128(shift);
+  auto scaled = [&](Index i, __mmask32 k) {  // |x̃| < 2^13
+    return _mm512_sll_epi16(prescaled(i, k), vshift);
+  };
+  const LayerNormRow row =
+      layernorm_row(s1, s2, c, shift, kLayerNormRowBits<std::int8_t>, p.eps_q32);
+  const __m512i mean = _mm512_set1_epi16(static_cast<std::int16_t>(row.mean));
+  const __m512i recip = _mm512_set1_epi16(static_cast<std::int16_t>(row.recip));
+  const __m128i up = _mm_cvtsi32_si128(row.up), down = _mm_cvtsi32_si128(row.down),
+                frac = _mm_cvtsi32_si128(p.frac_bits);
+  for (Index i = 0; i < c; i += 32) {
+    const __mmask32 k = tail_mask32(c - i);
+    const __m512i a =
+        _mm512_sra_epi16(_mm512_sll_epi16(_mm512_sub_epi16(scaled(i, k), mean), up), down);
+    const __m512i n = _mm512_mulhrs_epi16(a, recip);
+    const __m512i g = _mm512_maskz_loadu_epi16(k, p.gain.data() + i);
+    const __m512i b = _mm512_maskz_loadu_epi16(k, p.bias.data() + i);
+    const __m512i h = _mm512_sra_epi16(_mm512_adds_epi16(_mm512_mulhrs_epi16(n, g), b), frac);
+    _mm256_mask_storeu_epi8(y + i, k, _mm512_cvtsepi16_epi8(h));
+  }
+}
+
+}  // namespace vitc::kernels::detail::nl_avx512
+VITC_NL_END
+
+#endif  // VITC_HAVE_X86_TARGET_KERNELS
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace vitc::kernels::detail {
+
+template <class Tag, class In>
+void layernorm_rows_simd(Tag, const LayerNormParams& params, const In* x, Index x_stride,
+                         std::int8_t* y, Index y_stride, Index rows) {
+  if constexpr (arch::kIsXsimd<Tag>) {
+    nl_xsimd::layernorm_rows_body<XsimdOps<typename Tag::xsimd_arch>>(params, x, x_stride, y,
+                                                                      y_stride, rows);
+#if VITC_HAVE_X86_TARGET_KERNELS
+  } else if constexpr (std::is_same_v<Tag, arch::Avx2>) {
+    if constexpr (std::is_same_v<In, std::int8_t>) {
+      for (Index r = 0; r < rows; ++r)
+        nl_avx2::layernorm_row_int8_16(params, x + r * x_stride, y + r * y_stride);
+    } else {
+      nl_avx2::layernorm_rows_body<nl_avx2::Ops>(params, x, x_stride, y, y_stride, rows);
+    }
+  } else if constexpr (std::is_same_v<Tag, arch::Avx512Vnni>) {
+    if constexpr (std::is_same_v<In, std::int8_t>) {
+      for (Index r = 0; r < rows; ++r)
+        nl_avx512::layernorm_row_int8_16(params, x + r * x_stride, y + r * y_stride);
+    } else {
+      nl_avx512::layernorm_rows_body<nl_avx512::Ops>(params, x, x_stride, y, y_stride, rows);
+    }
+#endif
+  } else {
+    static_assert(arch::kIsXsimd<Tag>, "layernorm_int: no SIMD path for this arch tag");
+  }
+}
+
+}  // namespace vitc::kernels::detail
