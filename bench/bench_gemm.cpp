@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: Apache-2.0
+// int8 and 4-bit GEMM benchmarks on DeiT shapes: ours (ref, xsimd, avx2, vnni; int4_vnni,
+// int4_avx2, int4_xsimd per-channel 4-bit; int4g64_vnni per-group G = 64, float out) against Eigen
+// fp32 and, when found, oneDNN u8×s8→s32 and fp32 matmul. Names:
+// gemm/<impl>/<M>x<K>x<N>/threads:<t>; each reports GOPS (1 multiply-add = 2 ops, counted in 10^9
+// per second). Weights are packed (ours, oneDNN's reorder) outside the timed loop. peak/vpdpbusd
+// and peak/fma_f32 measure one core's instruction throughput so that figures can be quoted as % of
+// peak.
+//
+// Typical run (the machine is shared; keep it short):
+//   bench_gemm --benchmark_filter='gemm/(vnni|onednn_s8|eigen_f32)/197x'
+//              --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+// GCC 12 flags the _mm512_undefined_*() pass-through operands of its own AVX-512 intrinsics as
+// maybe-uninitialized once inlined into Eigen's kernels and the peak loops below (GCC bug 105593,
+// a false positive). Silenced for Eigen's code and the peak microbenchmarks only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <Eigen/Core>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#include "vitcompress/core/parallel_for.hpp"
+#include "vitcompress/core/tensor.hpp"
+#include "vitcompress/kernels/arch.hpp"
+#include "vitcompress/kernels/gemm_int4_packed.hpp"
+#include "vitcompress/kernels/gemm_int8.hpp"
+
+#if defined(VITC_HAVE_ONEDNN)
+#include <dlfcn.h>
+
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
+namespace {
+
+using vitc::Index;
+namespace kn = vitc::kernels;
+namespace arch = vitc::kernels::arch;
+
+struct Shape {
+  Index m, k, n;
+};
+
+// (K, N) of the DeiT-tiny/small/base linear layers: qkv, proj, fc1, fc2.
+constexpr Index kDeitKN[][2] = {{192, 576},  {192, 192}, {192, 768},  {768, 192},
+                                {384, 1152}, {384, 384}, {384, 1536}, {1536, 384},
+                                {768, 2304}, {768, 768}, {768, 3072}, {3072, 768}};
+
+std::vector<Shape> shapes() {
+  std::vector<Shape> out;
+  for (Index m : {197, 8, 1})
+    for (const auto& kn_pair : kDeitKN) out.push_back({m, kn_pair[0], kn_pair[1]});
+  out.push_back({197, 64, 197});  // attention Q·Kᵀ (head dim 64)
+  out.push_back({197, 197, 64});  // attention P·V
+  return out;
+}
+
+std::string name(const char* family, const char* impl, const Shape& s, int threads) {
+  return std::string(family) + "/" + impl + "/" + std::to_string(s.m) + "x" + std::to_string(s.k) +
+         "x" + std::to_string(s.n) + "/threads:" + std::to_string(threads);
+}
+
+void set_gops(benchmark::State& state, const Shape& s) {
+  state.counters["GOPS"] = benchmark::Counter(2.0 * static_cast<double>(s.m * s.k * s.n) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+struct Int8Operands {
+  vitc::Tensor<std::uint8_t, 2> a;
+  vitc::Tensor<std::int8_t, 2> b;
+  explicit Int8Operands(const Shape& s) : a({s.m, s.k}), b({s.k, s.n}) {
+    std::mt19937 rng(42);
+    for (auto& x : a.span()) x = static_cast<std::uint8_t>(rng());
+    for (auto& x : b.span()) x = static_cast<std::int8_t>(static_cast<int>(rng() % 255) - 127);
+  }
+};
+
+// Our GEMM on a forced path; `requant` adds bias + per-channel requantization + int8 narrowing.
+template <class Arch>
+void bench_ours(benchmark::State& state, Shape s, int threads, bool requant) {
+  if (!Arch::available()) {
+    state.SkipWithError("architecture unsupported");
+    return;
+  }
+  Int8Operands ops(s);
+  const kn::PackedWeightsInt8 packed(ops.b.cview());
+  vitc::ThreadPool pool(threads);
+  if (!requant) {
+    vitc::Tensor<std::int32_t, 2> c({s.m, s.n});
+    for (auto _ : state) {
+      kn::gemm_int8<Arch>(ops.a.cview(), 128, packed, c.view(), pool);
+      benchmark::DoNotOptimize(c.data());
+      benchmark::ClobberMemory();
+    }
+  } else {
+    std::vector<std::int32_t> bias(static_cast<std::size_t>(s.n), 1000);
+    std::vector<kn::FixedPointMultiplier> mult(static_cast<std::size_t>(s.n),
+                                               kn::fixed_point_from_scale(0.0007));
+    const std::tuple<kn::OutputBiasAdd, kn::OutputRequantizePerChannel, kn::OutputAddZeroPoint,
+                     kn::OutputSaturatingCast<std::int8_t>>
+        pipeline{{bias}, {mult}, {3}, {}};
+    vitc::Tensor<std::int8_t, 2> c({s.m, s.n});
+    for (auto _ : state) {
+      kn::gemm_int8<Arch>(ops.a.cview(), 128, packed, pipeline, c.view(), pool);
+      benchmark::DoNotOptimize(c.data());
+      benchmark::ClobberMemory();
+    }
+  }
+  set_gops(state, s);
+}
+
+// 4-bit weights: per-channel (group 0, raw int32 out) or per-group G (float out).
+template <class Arch>
+void bench_int4(benchmark::State& state, Shape s, int threads, Index group) {
+  if (!Arch::available()) {
+    state.SkipWithError("architecture unsupported");
+    return;
+  }
+  Int8Operands ops(s);
+  vitc::Tensor<std::int8_t, 2> w({s.k, s.n});
+  std::mt19937 rng(7);
+  for (auto& x : w.span()) x = static_cast<std::int8_t>(static_cast<int>(rng() % 16) - 8);
+  const Index groups = group == 0 ? 1 : (s.k + group - 1) / group;
+  const std::vector<float> scales(static_cast<std::size_t>(groups * s.n), 0.01f);
+  const kn::PackedWeightsInt4 packed(w.cview(), scales, group);
+  vitc::ThreadPool pool(threads);
+  if (group == 0) {
+    vitc::Tensor<std::int32_t, 2> c({s.m, s.n});
+    for (auto _ : state) {
+      kn::gemm_int4<Arch>(ops.a.cview(), 128, packed, c.view(), pool);
+      benchmark::DoNotOptimize(c.data());
+      benchmark::ClobberMemory();
+    }
+  } else {
+    vitc::Tensor<float, 2> c({s.m, s.n});
+    for (auto _ : state) {
+      kn::gemm_int4_grouped<Arch>(ops.a.cview(), 128, 0.02f, packed, {}, c.view(), pool);
+      benchmark::DoNotOptimize(c.data());
+      benchmark::ClobberMemory();
+    }
+  }
+  set_gops(state, s);
+}
+
+void bench_eigen_f32(benchmark::State& state, Shape s) {
+  using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Mat a = Mat::Random(s.m, s.k), b = Mat::Random(s.k, s.n), c(s.m, s.n);
+  for (auto _ : state) {
+    c.noalias() = a * b;
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  set_gops(state, s);
+}
+
+#if defined(VITC_HAVE_ONEDNN)
+// oneDNN here uses OpenMP; its thread count is set through libgomp, already loaded by libdnnl.
+void onednn_set_threads(int threads) {
+  using SetFn = void (*)(int);
+  static const auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (set != nullptr) set(threads);
+}
+
+void bench_onednn(benchmark::State& state, Shape s, int threads, bool int8) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  onednn_set_threads(threads);
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream strm(eng);
+  const dnnl::memory::dims ad{s.m, s.k}, bd{s.k, s.n}, cd{s.m, s.n};
+  const dt at = int8 ? dt::u8 : dt::f32, bt = int8 ? dt::s8 : dt::f32,
+           ct = int8 ? dt::s32 : dt::f32;
+  const dnnl::memory::desc a_md(ad, at, tag::ab), b_any(bd, bt, tag::any), c_md(cd, ct, tag::ab);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_any, c_md), eng);
+  dnnl::memory a_mem(a_md, eng), c_mem(c_md, eng), b_plain({bd, bt, tag::ab}, eng),
+      b_mem(pd.weights_desc(), eng);
+  std::mt19937 rng(42);
+  if (int8) {
+    auto* pa = static_cast<std::uint8_t*>(a_mem.get_data_handle());
+    for (Index i = 0; i < s.m * s.k; ++i) pa[i] = static_cast<std::uint8_t>(rng());
+    auto* pb = static_cast<std::int8_t*>(b_plain.get_data_handle());
+    for (Index i = 0; i < s.k * s.n; ++i)
+      pb[i] = static_cast<std::int8_t>(static_cast<int>(rng() % 255) - 127);
+  } else {
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    auto* pa = static_cast<float*>(a_mem.get_data_handle());
+    for (Index i = 0; i < s.m * s.k; ++i) pa[i] = u(rng);
+    auto* pb = static_cast<float*>(b_plain.get_data_handle());
+    for (Index i = 0; i < s.k * s.n; ++i) pb[i] = u(rng);
+  }
+  dnnl::reorder(b_plain, b_mem).execute(strm, b_plain, b_mem);  // packing, not timed
+  dnnl::matmul mm(pd);
+  const std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}};
+  for (auto _ : state) {
+    mm.execute(strm, args);
+    strm.wait();
+    benchmark::ClobberMemory();
+  }
+  set_gops(state, s);
+  onednn_set_threads(1);
+}
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC bug 105593, see the Eigen include
+#endif
+// Independent chains of 12 instructions (more than latency × ports) on one core.
+VITC_TARGET_AVX512VNNI void peak_vpdpbusd(benchmark::State& state) {
+  if (!arch::Avx512Vnni::available()) {
+    state.SkipWithError("architecture unsupported");
+    return;
+  }
+  constexpr int kChains = 12, kInner = 1000;
+  __m512i acc[kChains];
+  for (int j = 0; j < kChains; ++j) acc[j] = _mm512_set1_epi32(j);
+  __m512i a = _mm512_set1_epi32(0x01010101), b = _mm512_set1_epi32(0x02020202);
+  for (auto _ : state) {
+    for (int i = 0; i < kInner; ++i) {
+      __asm__ volatile("" : "+v"(a), "+v"(b));
+#pragma GCC unroll 12
+      for (int j = 0; j < kChains; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], a, b);
+    }
+  }
+  int sink = 0;
+  for (int j = 0; j < kChains; ++j) sink += _mm512_reduce_add_epi32(acc[j]);
+  benchmark::DoNotOptimize(sink);
+  state.counters["GOPS"] = benchmark::Counter(kChains * kInner * 64.0 * 2.0 * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+VITC_TARGET_AVX512VNNI void peak_fma_f32(benchmark::State& state) {
+  if (!arch::Avx512Vnni::available()) {
+    state.SkipWithError("architecture unsupported");
+    return;
+  }
+  constexpr int kChains = 12, kInner = 1000;
+  __m512 acc[kChains];
+  for (int j = 0; j < kChains; ++j) acc[j] = _mm512_set1_ps(static_cast<float>(j));
+  __m512 x = _mm512_set1_ps(1.0001f), y = _mm512_set1_ps(0.9999f);
+  for (auto _ : state) {
+    for (int i = 0; i < kInner; ++i) {
+      __asm__ volatile("" : "+v"(x), "+v"(y));
+#pragma GCC unroll 12
+      for (int j = 0; j < kChains; ++j) acc[j] = _mm512_fmadd_ps(acc[j], x, y);
+    }
+  }
+  float sink = 0;
+  for (int j = 0; j < kChains; ++j) sink += _mm512_reduce_add_ps(acc[j]);
+  benchmark::DoNotOptimize(sink);
+  state.counters["GOPS"] = benchmark::Counter(kChains * kInner * 16.0 * 2.0 * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+const bool kRegistered = [] {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  benchmark::RegisterBenchmark("peak/vpdpbusd/threads:1", peak_vpdpbusd);
+  benchmark::RegisterBenchmark("peak/fma_f32/threads:1", peak_fma_f32);
+#endif
+  // threads:1 rates use CPU time (robust on a shared machine); threads:2 must use wall time.
+  auto timing = [](benchmark::internal::Benchmark* b, int t) {
+    if (t > 1) b->UseRealTime();
+  };
+  for (const Shape& s : shapes()) {
+    for (int t : {1, 2}) {
+      timing(benchmark::RegisterBenchmark(name("gemm", "vnni", s, t).c_str(),
+                                          bench_ours<arch::Avx512Vnni>, s, t, false),
+             t);
+      timing(benchmark::RegisterBenchmark(name("gemm", "avx2", s, t).c_str(),
+                                          bench_ours<arch::Avx2>, s, t, false),
+             t);
+      timing(benchmark::RegisterBenchmark(name("gemm", "xsimd", s, t).c_str(),
+                                          bench_ours<arch::XsimdNative>, s, t, false),
+             t);
+#if defined(VITC_HAVE_ONEDNN)
+      timing(benchmark::RegisterBenchmark(name("gemm", "onednn_s8", s, t).c_str(), bench_onednn, s,
+                                          t, true),
+             t);
+      timing(benchmark::RegisterBenchmark(name("gemm", "onednn_f32", s, t).c_str(), bench_onednn, s,
+                                          t, false),
+             t);
+#endif
+    }
+    benchmark::RegisterBenchmark(name("gemm", "ref", s, 1).c_str(), bench_ours<arch::Scalar>, s, 1,
+                                 false);
+    for (int t : {1, 2}) {
+      timing(benchmark::RegisterBenchmark(name("gemm", "int4_vnni", s, t).c_str(),
+                                          bench_int4<arch::Avx512Vnni>, s, t, Index{0}),
+             t);
+      timing(benchmark::RegisterBenchmark(name("gemm", "int4g64_vnni", s, t).c_str(),
+                                          bench_int4<arch::Avx512Vnni>, s, t, Index{64}),
+             t);
+    }
+    benchmark::RegisterBenchmark(name("gemm", "int4_avx2", s, 1).c_str(), bench_int4<arch::Avx2>, s,
+                                 1, Index{0});
+    benchmark::RegisterBenchmark(name("gemm", "int4_xsimd", s, 1).c_str(),
+                                 bench_int4<arch::XsimdNative>, s, 1, Index{0});
+    benchmark::RegisterBenchmark(name("gemm", "eigen_f32", s, 1).c_str(), bench_eigen_f32, s);
+    benchmark::RegisterBenchmark(name("gemm_requant", "vnni", s, 1).c_str(),
+                                 bench_ours<arch::Avx512Vnni>, s, 1, true);
+    benchmark::RegisterBenchmark(name("gemm_requant", "avx2", s, 1).c_str(), bench_ours<arch::Avx2>,
+                                 s, 1, true);
+  }
+  return true;
+}();
+
+}  // namespace

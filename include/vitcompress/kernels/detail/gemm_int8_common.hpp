@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// Internals shared by the int8 GEMM paths: the problem description, activation packing and the
+// output pipeline applied to a row of accumulators.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <type_traits>
+
+#include "vitcompress/core/tensor.hpp"
+#include "vitcompress/kernels/output_stage.hpp"
+#include "vitcompress/kernels/packed_weights_int8.hpp"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define VITC_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define VITC_ALWAYS_INLINE inline
+#endif
+
+namespace vitc::kernels::detail {
+
+// C[M×N] = pipeline((A − a_zero_point)·B); A has any strides, C has column stride 1.
+template <class AT, class OutT>
+struct GemmInt8Problem {
+  const AT* a = nullptr;
+  Index a_row_stride = 0, a_col_stride = 1;
+  std::int32_t a_zero_point = 0;
+  Index m = 0, k = 0, n = 0;
+  const PackedWeightsInt8* b = nullptr;
+  OutT* c = nullptr;
+  Index c_row_stride = 0;
+
+  [[nodiscard]] AT a_at(Index i, Index j) const noexcept {
+    return a[i * a_row_stride + j * a_col_stride];
+  }
+};
+
+// Copies A into rows of `ld` bytes (ld >= K, a multiple of 4), each byte XOR `flip` (0x80 turns
+// int8 a into the uint8 a + 128, or uint8 a into the int8 a − 128), zero-filling columns K..ld.
+// The problem's fields are copied to locals first: stores through a byte pointer may alias
+// anything, so reading them from `p` inside the loops would forbid vectorization.
+template <class AT, class OutT>
+void pack_activations(const GemmInt8Problem<AT, OutT>& p, std::uint8_t* dst, Index ld,
+                      std::uint8_t flip) noexcept {
+  const auto* a = reinterpret_cast<const std::uint8_t*>(p.a);
+  const Index m = p.m, k = p.k, rs = p.a_row_stride, cs = p.a_col_stride;
+  for (Index i = 0; i < m; ++i) {
+    std::uint8_t* row = dst + i * ld;
+    const std::uint8_t* src = a + i * rs;
+    if (cs == 1) {
+      for (Index j = 0; j < k; ++j) row[j] = static_cast<std::uint8_t>(src[j] ^ flip);
+    } else {
+      for (Index j = 0; j < k; ++j) row[j] = static_cast<std::uint8_t>(src[j * cs] ^ flip);
+    }
+    std::memset(row + k, 0, static_cast<std::size_t>(ld - k));
+  }
+}
+
+// An uninitialized, 64-byte aligned scratch buffer (operands packed per call).
+struct AlignedDelete {
+  void operator()(void* q) const noexcept { ::operator delete[](q, std::align_val_t{64}); }
+};
+template <class T>
+using ScratchPtr = std::unique_ptr<T[], AlignedDelete>;
+template <class T>
+ScratchPtr<T> scratch(Index n) {
+  const auto bytes = static_cast<std::size_t>(std::max<Index>(n, 1)) * sizeof(T);
+  return ScratchPtr<T>(static_cast<T*>(::operator new[](bytes, std::align_val_t{64})));
+}
+inline ScratchPtr<std::uint8_t> scratch_bytes(Index n) { return scratch<std::uint8_t>(n); }
+
+// −offset·colsum[n] for every padded column (panels·16 entries), computed once per call so that
+// the microkernels start their accumulators from it.
+inline ScratchPtr<std::int32_t> column_corrections(const PackedWeightsInt8& b,
+                                                   std::int32_t offset) {
+  auto out = scratch<std::int32_t>(b.panels() * PackedWeightsInt8::kPanel);
+  const std::int32_t* cs = b.column_sums();
+  for (Index j = 0; j < b.panels() * PackedWeightsInt8::kPanel; ++j)
+    out[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(
+        static_cast<std::uint32_t>(-offset) * static_cast<std::uint32_t>(cs[j]));
+  return out;
+}
+
+// dst[j] = pipeline(acc[j]) for output columns n0 .. n0 + count − 1.
+template <class Pipeline, class OutT>
+VITC_ALWAYS_INLINE void apply_pipeline_row(const Pipeline& pipeline, const std::int32_t* acc,
+                                           Index n0, Index count, OutT* dst) noexcept {
+  const Pipeline local = pipeline;  // byte stores to dst could alias the stages' parameters
+  for (Index j = 0; j < count; ++j) dst[j] = eval_pipeline(local, acc[j], n0 + j);
+}
+
+// The int32 value the GEMM defines for C[i][j] before the output pipeline, computed with
+// the packed B. Used by the scalar path.
+template <class AT, class OutT>
+[[nodiscard]] std::int32_t reference_accumulator(const GemmInt8Problem<AT, OutT>& p, Index i,
+                                                 Index j) noexcept {
+  std::int32_t acc = 0;
+  for (Index k = 0; k < p.k; ++k)
+    acc += (static_cast<std::int32_t>(p.a_at(i, k)) - p.a_zero_point) * p.b->at(k, j);
+  return acc;
+}
+
+}  // namespace vitc::kernels::detail

@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// The int8 weight matrix B of C = A·B, packed once into the layout every int8 GEMM path reads.
+//
+// What packing is: a GEMM microkernel wants, at each step, the next few k of a fixed group of
+// columns in one aligned vector load. Row-major B (or PyTorch's [out, in] weight, which is Bᵀ)
+// gives neither. Packing rearranges B once, at model load, so the hot loop streams memory
+// linearly; it costs one pass over K·N bytes and is not repeated per call.
+//
+// Layout. Columns are cut into panels of kPanel = 16; K is padded to a multiple of kKGroup = 4.
+// Panel p holds kgroups() groups of 64 bytes; byte (g, c, j) of panel p is
+//
+//     data()[p·panel_bytes() + g·64 + c·4 + j] = B[4g + j][16p + c]   (0 beyond K or N),
+//
+// i.e. each 32-bit lane holds 4 consecutive k of one column. That is the operand layout of
+// vpdpbusd (one zmm = 16 columns × 4 k), of vpmaddubsw + vpmaddwd on two ymm halves, and of the
+// portable xsimd kernel, so one packed object serves every arch path. Panels start on 64-byte
+// boundaries.
+//
+// Side data the arch paths need: column_sums()[n] = Σ_k B[k][n] (int32; zero for padded
+// columns), used to correct for the activation zero point and for the +128 shift of VNNI; and
+// panel_has_min(p), whether panel p contains the value −128, which selects the AVX2 kernel that
+// stays exact for it (see detail/gemm_int8_avx2.hpp).
+//
+// Weights are symmetric (zero point 0); K may be at most kMaxDepth so that every int32
+// accumulation of (a − a_zero_point)·b is exact (|a − za| <= 255, |b| <= 128).
+//
+// B for attention: Q·Kᵀ packs the key matrix [tokens × head_dim] through its transposed view,
+// P·V packs V [tokens × head_dim] directly; both are ~12 KB at DeiT sizes and pack in
+// microseconds, so packing an activation on the fly is cheap.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "vitcompress/core/error.hpp"
+#include "vitcompress/core/tensor.hpp"
+
+namespace vitc::kernels {
+
+class PackedWeightsInt8 {
+ public:
+  static constexpr Index kPanel = 16;
+  static constexpr Index kKGroup = 4;
+  static constexpr Index kGroupBytes = kPanel * kKGroup;  // 64: one zmm, one cache line
+  static constexpr Index kMaxDepth = 65536;               // 255 · 128 · 65536 < 2^31
+
+  PackedWeightsInt8() = default;
+
+  // Packs B given as a K×N view (any strides: a row-major [in, out] matrix, or the transposed
+  // view of PyTorch's [out, in] weight). Throws ShapeError if K exceeds kMaxDepth.
+  explicit PackedWeightsInt8(TensorView<const std::int8_t, 2> b) { pack(b); }
+
+  // Packs W given as N×K (PyTorch nn.Linear weight [out_features, in_features]): B = Wᵀ.
+  [[nodiscard]] static PackedWeightsInt8 from_out_in(TensorView<const std::int8_t, 2> w) {
+    return PackedWeightsInt8(w.transposed());
+  }
+
+  [[nodiscard]] Index depth() const noexcept { return k_; }  // K
+  [[nodiscard]] Index cols() const noexcept { return n_; }   // N
+  [[nodiscard]] Index kgroups() const noexcept { return (k_ + kKGroup - 1) / kKGroup; }
+  [[nodiscard]] Index panels() const noexcept { return (n_ + kPanel - 1) / kPanel; }
+  [[nodiscard]] Index panel_bytes() const noexcept { return kgroups() * kGroupBytes; }
+  [[nodiscard]] const std::int8_t* data() const noexcept { return data_.data(); }
+  [[nodiscard]] const std::int8_t* panel(Index p) const noexcept {
+    return data_.data() + p * panel_bytes();
+  }
+  // panels()·16 entries; Σ_k B[k][n] for n < N, 0 after.
+  [[nodiscard]] const std::int32_t* column_sums() const noexcept { return col_sums_.data(); }
+  [[nodiscard]] bool panel_has_min(Index p) const noexcept { return panel_min_[p] != 0; }
+  // B[k][n] read back from the packed layout (0 <= k < K, 0 <= n < N).
+  [[nodiscard]] std::int8_t at(Index k, Index n) const noexcept {
+    VITC_DCHECK(k >= 0 && k < k_ && n >= 0 && n < n_);
+    return data_.data()[(n / kPanel) * panel_bytes() + (k / kKGroup) * kGroupBytes +
+                        (n % kPanel) * kKGroup + (k % kKGroup)];
+  }
+  // Bytes of packed data (weights only, not the column sums).
+  [[nodiscard]] Index bytes() const noexcept { return data_.size(); }
+
+ private:
+  void pack(TensorView<const std::int8_t, 2> b) {
+    k_ = b.extent(0);
+    n_ = b.extent(1);
+    if (k_ > kMaxDepth)
+      VITC_THROW(ShapeError("PackedWeightsInt8: depth K = " + std::to_string(k_) +
+                            " of B exceeds " + std::to_string(kMaxDepth)));
+    data_ = Tensor<std::int8_t, 1>({panels() * panel_bytes()});
+    col_sums_ = Tensor<std::int32_t, 1>({panels() * kPanel});
+    panel_min_.assign(static_cast<std::size_t>(panels()), 0);
+    const std::int8_t* src = b.data();
+    const Index s0 = b.stride(0), s1 = b.stride(1);
+    std::int8_t* dst = data_.data();
+    std::int32_t* sums = col_sums_.data();
+    for (Index p = 0; p < panels(); ++p) {
+      std::int8_t* pd = dst + p * panel_bytes();
+      const Index c_end = std::min(kPanel, n_ - p * kPanel);
+      bool has_min = false;
+      for (Index c = 0; c < c_end; ++c) {
+        const Index n = p * kPanel + c;
+        const std::int8_t* col = src + n * s1;
+        std::int32_t sum = 0;
+        for (Index k = 0; k < k_; ++k) {
+          const std::int8_t v = col[k * s0];
+          pd[(k / kKGroup) * kGroupBytes + c * kKGroup + (k % kKGroup)] = v;
+          sum += v;
+          has_min |= v == -128;
+        }
+        sums[n] = sum;
+      }
+      panel_min_[static_cast<std::size_t>(p)] = has_min ? 1 : 0;
+    }
+  }
+
+  Index k_ = 0, n_ = 0;
+  Tensor<std::int8_t, 1> data_;
+  Tensor<std::int32_t, 1> col_sums_;
+  std::vector<std::uint8_t> panel_min_;
+};
+
+}  // namespace vitc::kernels
