@@ -49,8 +49,12 @@ Latency measure_latency(Predict&& predict, const model::LabeledImages& data,
   return {ms[ms.size() / 2], ms[std::min(ms.size() - 1, ms.size() * 9 / 10)]};
 }
 
+// Quantized checkpoints ("vitc.quant" metadata) are evaluated by cmd_quantize.hpp.
+inline bool is_quantized_model(const std::string& path);
+inline void run_eval_quantized(const EvalOptions& o, const CommonOptions& common);
 
 inline void run_eval(const EvalOptions& o, const CommonOptions& common) {
+  if (is_quantized_model(o.model)) return run_eval_quantized(o, common);
   auto weights = model::load_vit<float>(o.model);
   const auto test_set = io::load_fashion_mnist(io::Split::kTest);
   const auto test_data = labeled(test_set, o.limit);

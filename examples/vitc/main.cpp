@@ -10,6 +10,8 @@
 
 #include "cmd_eval.hpp"
 #include "cmd_info.hpp"
+#include "cmd_prune.hpp"
+#include "cmd_quantize.hpp"
 #include "cmd_run.hpp"
 #include "cmd_train.hpp"
 #include "vitcompress/core/error.hpp"
@@ -30,6 +32,8 @@ int main(int argc, char** argv) {
   vitc::cli::register_eval(app, common, add_common);
   vitc::cli::register_info(app, common, add_common);
   vitc::cli::register_run(app, common, add_common);
+  vitc::cli::register_prune(app, common, add_common);
+  vitc::cli::register_quantize(app, common, add_common);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
