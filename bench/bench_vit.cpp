@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
-// End-to-end float ViT forward latency: vit/<model>/fp32/b<batch>/t<threads>.
+// End-to-end latency of the integer engine beside the float forward, in one binary so that both
+// run in the same session: vit/<model>/<fp32|int8>/b<batch>/t<threads>.
 //
-//   model    shipped (the Fashion-MNIST ViT: the checkpoint under models/ when present, otherwise
-//            its config with random weights), deit_tiny, deit_small, deit_base (224x224, patch 16,
-//            random weights from a fixed seed)
-//   batch    1, 8;  threads 1, 2 (a ThreadPool; Eigen itself stays single-threaded)
+//   model    shipped (models/fashion_mnist_vit.safetensors when present, otherwise its config with
+//            random weights), deit_tiny, deit_small, deit_base (224x224, patch 16, random
+//            weights from a fixed seed)
+//   fp32     model::vit_forward (the float baseline)
+//   int8     engine::IntViT<> (w8a8, default policies, runtime-dispatched kernels), built from a
+//            FakeQuantViT calibrated on two random N(0, 1) images (latency does not depend on
+//            the calibration; accuracy is measured by tests/engine)
+//   batch    1, 8;  threads 1, 2 (a ThreadPool)
 //
-// Counters: images/s (rate), GMACs per image. The first pass (workspace allocation) runs before
-// the timed loop. This is the fp32 baseline later speed-ups are measured against; compare one core
-// at batch 1 with ONNX Runtime fp32 (shared/peers/ort).
+// Counters: images/s (rate), GMACs per image. Setup (weights, calibration, packing, buffers) and
+// one warm-up pass run before the timed loop. Run on a quiet machine; quote ratios of one run.
 #include <benchmark/benchmark.h>
 
 #include <filesystem>
@@ -16,69 +20,121 @@
 #include <memory>
 #include <string>
 
+#include "vitcompress/engine/int_vit.hpp"
 #include "vitcompress/model/vit_checkpoint.hpp"
 #include "vitcompress/model/vit_forward.hpp"
+#include "vitcompress/quant/fake_quant_vit.hpp"
 
 namespace {
 
+using vitc::Index;
 using vitc::Tensor;
 namespace model = vitc::model;
+
+model::ViTWeights<float> load_weights(const std::string& name) {
+  if (name == "shipped") {
+    const std::filesystem::path ckpt =
+        std::filesystem::path(VITC_SOURCE_DIR) / "models" / "fashion_mnist_vit.safetensors";
+    if (std::filesystem::exists(ckpt)) return model::load_vit(ckpt);
+    return model::ViTWeights<float>::random(model::ViTConfig::fashion_mnist_vit(), 1);
+  }
+  const model::ViTConfig cfg = name == "deit_tiny"    ? model::ViTConfig::deit_tiny()
+                               : name == "deit_small" ? model::ViTConfig::deit_small()
+                                                      : model::ViTConfig::deit_base();
+  return model::ViTWeights<float>::random(cfg, 1);
+}
 
 const model::ViTWeights<float>& weights_for(const std::string& name) {
   static std::map<std::string, std::unique_ptr<model::ViTWeights<float>>> cache;
   auto& slot = cache[name];
+  if (!slot) slot = std::make_unique<model::ViTWeights<float>>(load_weights(name));
+  return *slot;
+}
+
+Tensor<float, 4> random_images(const model::ViTConfig& c, Index batch, std::uint64_t seed) {
+  Tensor<float, 4> images({batch, c.in_channels, c.image_size, c.image_size});
+  model::detail::NormalSampler rng(seed);
+  for (float& v : images.span()) v = static_cast<float>(rng.next());
+  return images;
+}
+
+// A w8a8 simulation calibrated through its hooks on two random images (any channel count).
+const vitc::quant::FakeQuantViT& calibrated_for(const std::string& name) {
+  static std::map<std::string, std::unique_ptr<vitc::quant::FakeQuantViT>> cache;
+  auto& slot = cache[name];
   if (!slot) {
-    if (name == "shipped") {
-      const std::filesystem::path ckpt =
-          std::filesystem::path(VITC_SOURCE_DIR) / "models" / "fashion_mnist_vit.safetensors";
-      if (std::filesystem::exists(ckpt))
-        slot = std::make_unique<model::ViTWeights<float>>(model::load_vit(ckpt));
-      else
-        slot = std::make_unique<model::ViTWeights<float>>(
-            model::ViTWeights<float>::random(model::ViTConfig::fashion_mnist_vit(), 1));
-    } else {
-      const model::ViTConfig cfg = name == "deit_tiny"    ? model::ViTConfig::deit_tiny()
-                                   : name == "deit_small" ? model::ViTConfig::deit_small()
-                                                          : model::ViTConfig::deit_base();
-      slot = std::make_unique<model::ViTWeights<float>>(model::ViTWeights<float>::random(cfg, 1));
-    }
+    slot = std::make_unique<vitc::quant::FakeQuantViT>(weights_for(name),
+                                                       vitc::quant::QuantConfig::named("w8a8"));
+    auto& fq = *slot;
+    fq.quantize_weights();
+    const auto& c = fq.master_weights().config;
+    const auto images = random_images(c, 2, 3);
+    Tensor<float, 2> logits({2, c.num_classes});
+    model::ViTWorkspace<float> ws;
+    fq.hooks().set_mode(vitc::quant::FakeQuantHooks::Mode::kObserve);
+    model::vit_forward(fq.simulated_weights(), images.cview(), logits.view(), ws, nullptr,
+                       model::Pass::kInference, fq.hooks());
+    fq.hooks().finish_calibration();
   }
   return *slot;
 }
 
-void bench_vit_fp32(benchmark::State& state, const std::string& name, vitc::Index batch,
-                    int threads) {
-  const auto& w = weights_for(name);
-  const auto& c = w.config;
-  Tensor<float, 4> images({batch, c.in_channels, c.image_size, c.image_size});
-  model::detail::NormalSampler rng(7);
-  for (float& v : images.span()) v = static_cast<float>(rng.next());
-  Tensor<float, 2> logits({batch, c.num_classes});
-  vitc::ThreadPool pool(threads);
-  model::ViTWorkspace<float> ws;
-  model::vit_forward(w, images.view(), logits.view(), ws, &pool);  // allocate outside the loop
-  for (auto _ : state) {
-    model::vit_forward(w, images.view(), logits.view(), ws, &pool);
-    benchmark::DoNotOptimize(logits.data());
-    benchmark::ClobberMemory();
-  }
+void set_counters(benchmark::State& state, const model::ViTConfig& c, Index batch) {
   state.counters["images/s"] =
       benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GMACs/image"] = static_cast<double>(c.macs_per_image()) * 1e-9;
 }
 
+void bench_fp32(benchmark::State& state, const std::string& name, Index batch, int threads) {
+  const auto& w = weights_for(name);
+  const auto& c = w.config;
+  const auto images = random_images(c, batch, 7);
+  Tensor<float, 2> logits({batch, c.num_classes});
+  vitc::ThreadPool pool(threads);
+  model::ViTWorkspace<float> ws;
+  model::vit_forward(w, images.cview(), logits.view(), ws, &pool);
+  for (auto _ : state) {
+    model::vit_forward(w, images.cview(), logits.view(), ws, &pool);
+    benchmark::DoNotOptimize(logits.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, c, batch);
+}
+
+void bench_int8(benchmark::State& state, const std::string& name, Index batch, int threads) {
+  const auto& fq = calibrated_for(name);
+  const auto& c = fq.master_weights().config;
+  const auto images = random_images(c, batch, 7);
+  Tensor<float, 2> logits({batch, c.num_classes});
+  vitc::ThreadPool pool(threads);
+  vitc::engine::IntViT<> eng(fq, batch, &pool);
+  eng.run(images.cview(), logits.view());
+  for (auto _ : state) {
+    eng.run(images.cview(), logits.view());
+    benchmark::DoNotOptimize(logits.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, c, batch);
+  state.counters["weight_MB"] = static_cast<double>(eng.weight_bytes()) * 1e-6;
+}
+
 void register_all() {
   for (const char* name : {"shipped", "deit_tiny", "deit_small", "deit_base"})
     for (int batch : {1, 8})
-      for (int threads : {1, 2}) {
-        const std::string label = std::string("vit/") + name + "/fp32/b" + std::to_string(batch) +
-                                  "/t" + std::to_string(threads);
-        auto* b = benchmark::RegisterBenchmark(label.c_str(), [name = std::string(name), batch,
-                                                               threads](benchmark::State& state) {
-                    bench_vit_fp32(state, name, batch, threads);
-                  })->Unit(benchmark::kMillisecond);
-        if (threads > 1) b->UseRealTime();
-      }
+      for (int threads : {1, 2})
+        for (const char* prec : {"fp32", "int8"}) {
+          const std::string label = std::string("vit/") + name + "/" + prec + "/b" +
+                                    std::to_string(batch) + "/t" + std::to_string(threads);
+          auto* b = benchmark::RegisterBenchmark(label.c_str(), [name = std::string(name),
+                                                                 prec = std::string(prec), batch,
+                                                                 threads](benchmark::State& state) {
+                      if (prec == "fp32")
+                        bench_fp32(state, name, batch, threads);
+                      else
+                        bench_int8(state, name, batch, threads);
+                    })->Unit(benchmark::kMillisecond);
+          if (threads > 1) b->UseRealTime();
+        }
 }
 
 const int registered = (register_all(), 0);

@@ -1,0 +1,775 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// engine::IntViT: a w8a8-quantized ViT run end to end in integer arithmetic.
+//
+// Why: the fake-quant simulation (quant/fake_quant_vit.hpp) says what accuracy a quantized ViT
+// keeps; this engine is that model deployed. Between the quantization of the input patches and the
+// dequantization of the logits every value is an integer code and every operation an integer
+// kernel (kernels/): nothing is float inside, so the speed of int8 arithmetic is real, and so is
+// the accuracy the simulation promised (up to the integer approximations listed under "Gaps").
+//
+// Built from a calibrated FakeQuantViT (weights quantized, activations calibrated) of the w8a8
+// shape (QuantConfig::named("w8a8"), or any custom config with the same point kinds):
+//   weights        Symmetric 8-bit, per output channel (or per tensor);
+//   activations    Asymmetric 8-bit per tensor at patch_input, qkv_input, query, proj_input,
+//                  fc1_input, fc2_input, head_input; Symmetric 8-bit per tensor at key, value;
+//                  Asymmetric 8-bit (linear) at attention_probs;
+//   residual       Asymmetric 8-bit per tensor, with or without FQ-ViT's power-of-two factors
+//                  (PTF), at block_input, mlp_residual, final_norm_input.
+// Anything else (4-bit weights, log2 attention, fp16, per-group scales) throws ArgumentError
+// naming the point: those engine paths are not built yet.
+//
+// The computation, per image (T tokens, D channels; codes q at scale s and zero point z mean
+// s·(q − z); the residual stream is stored as int16 r_c = q_c − z, channel c at scale s·2^α_c):
+//   patches   float → uint8 codes (patch_input), the one float step at the input
+//   x0        int8 GEMM; (acc·s_p·s_w + bias + pos_embed) requantized to block 0's block_input
+//             codes in one rounding (detail::Rescale); class token row precomputed
+//   block l   Int-LayerNorm(r) → qkv_input codes (int8, see "LayerNorm output" below)
+//             GEMM → Q codes (uint8, asymmetric) and K, V codes (int8, symmetric), fused
+//             output pipelines (bias, per-channel fixed-point multiplier, zero point, clamp)
+//             Q·Kᵀ exact in int32 (scale s_q·s_k/√d), integer softmax → uint8 P (scale 1/255)
+//             P·V exact in int32, fixed-point requantization to proj_input codes
+//             (Q·Kᵀ and P·V are engine loops, detail/int_vit_ops.hpp: vpdpwssd on the
+//             Avx512Vnni and Auto paths of an AVX-512 VNNI CPU, portable loops otherwise)
+//             proj GEMM (int32); r ← requantize(acc·s + r_in·s_in + bias) to mlp_residual codes
+//             Int-LayerNorm → fc1_input codes; fc1 GEMM + GELU policy → fc2_input codes
+//             fc2 GEMM (int32); r ← requantize(acc·s + r·s_mid + bias) to the next residual codes
+//             (the last block computes attention, proj and MLP for the class tokens only)
+//   head      Int-LayerNorm of the class tokens → head_input codes; GEMM, bias, per-channel
+//             dequantization to float logits.
+// LayerNorm output: the integer LayerNorm writes int8 codes at a scale S; an asymmetric 8-bit
+// point (S, z) is reproduced exactly by folding (z − 128)·S into β, so the int8 output equals the
+// uint8 code minus 128, and the following GEMM takes it as int8 activations with zero point
+// z − 128.
+//
+// Gaps to the fake-quant simulation of the same configuration (which keeps softmax, LayerNorm and
+// GELU in float, as PTQ4ViT and RepQ-ViT do):
+//   - softmax: the integer exponential (kernels/softmax_int.hpp: i-exp within 0.0035 of float at
+//     the score scales of a ViT, Shiftmax within 0.02), and the probabilities' scale is 1/255
+//     (the kernel's) rather than the calibrated max/255;
+//   - LayerNorm: within 1.1 output steps of the float LayerNorm (kernels/layernorm_int.hpp);
+//   - GELU: TableGelu evaluates the float GELU exactly on the fc1 output requantized to 16 bits
+//     (≥ 128 steps per output step), so its codes differ only at rounding ties; IGelu and
+//     ShiftGelu add their approximation error and a symmetric int8 fc2 input (one bit coarser);
+//   - requantizations round the exact integer sums once (fixed point to 2^−30), where the
+//     simulation rounds float sums: codes can differ by one at near-ties.
+// tests/engine measures the agreement; the top-1 difference on Fashion-MNIST is in the README.
+//
+// Run time: weights are quantized and packed once at construction, every buffer is allocated once
+// for batches up to max_batch, and run() allocates nothing itself and does no float arithmetic
+// between the input quantization and the logit dequantization. (The int8 GEMM kernel allocates a
+// per-call scratch for its packed A operand: kernels/gemm_int8.hpp.) Threads: the ThreadPool given
+// splits GEMM columns, LayerNorm rows and (image, head) attention items; results do not depend on
+// the number of threads. One IntViT is not safe to run from two threads at once (its buffers).
+//
+// Errors: an uncalibrated or unsupported FakeQuantViT throws ArgumentError naming the point;
+// run() throws ShapeError for images or logits of the wrong shape, ArgumentError for a batch
+// above max_batch or a non-finite input value, before any computation.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "vitcompress/core/error.hpp"
+#include "vitcompress/core/parallel_for.hpp"
+#include "vitcompress/core/tensor.hpp"
+#include "vitcompress/engine/detail/int_vit_ops.hpp"
+#include "vitcompress/engine/policies.hpp"
+#include "vitcompress/kernels/fixed_point.hpp"
+#include "vitcompress/kernels/gelu_int.hpp"
+#include "vitcompress/kernels/gemm_int8.hpp"
+#include "vitcompress/kernels/layernorm_int.hpp"
+#include "vitcompress/kernels/output_stage.hpp"
+#include "vitcompress/kernels/packed_weights_int8.hpp"
+#include "vitcompress/kernels/softmax_int.hpp"
+#include "vitcompress/model/vit_config.hpp"
+#include "vitcompress/model/vit_hooks.hpp"
+#include "vitcompress/model/vit_weights.hpp"
+#include "vitcompress/quant/fake_quant_vit.hpp"
+#include "vitcompress/quant/requantize.hpp"
+
+namespace vitc::engine {
+
+namespace detail {
+
+// An asymmetric 8-bit per-tensor point.
+struct AsymPoint {
+  float scale = 1.0f;
+  std::int32_t zero_point = 0;
+};
+
+// A residual-stream point: base scale, zero point and α_c per channel (all 0 without PTF).
+struct ResidualPoint {
+  float scale = 1.0f;
+  std::int32_t zero_point = 0;
+  std::vector<std::uint8_t> alpha;
+  [[nodiscard]] double channel_scale(std::size_t c) const {
+    return std::ldexp(static_cast<double>(scale), alpha[c]);
+  }
+};
+
+inline const quant::ActivationPoint& ready_point(const quant::FakeQuantViT& fq,
+                                                 model::HookSite site, int block) {
+  const quant::ActivationPoint& p = fq.hooks().point(site, block);
+  if (!p.ready || p.params.scales.empty())
+    VITC_THROW(ArgumentError("IntViT: activation point " + p.name +
+                             " is not calibrated (run FakeQuantViT::calibrate first)"));
+  return p;
+}
+
+inline void require_scheme(const quant::ActivationPoint& p, quant::SchemeKind kind,
+                           const char* want) {
+  const auto& s = p.spec;
+  if (s.scheme.kind != kind || s.scheme.bits != 8 ||
+      (!s.ptf && s.granularity.kind != quant::GranularityKind::kTensor))
+    VITC_THROW(ArgumentError("IntViT: activation point " + p.name + " must be " + want +
+                             " (this engine runs w8a8 configurations)"));
+}
+
+inline AsymPoint asym_point(const quant::FakeQuantViT& fq, model::HookSite site, int block) {
+  const auto& p = ready_point(fq, site, block);
+  require_scheme(p, quant::SchemeKind::kAsymmetric, "asymmetric 8-bit per tensor");
+  if (p.spec.ptf)
+    VITC_THROW(ArgumentError("IntViT: activation point " + p.name +
+                             ": power-of-two factors are supported on residual points only"));
+  return {p.params.scales[0], p.params.zero_points[0]};
+}
+
+inline float sym_scale(const quant::FakeQuantViT& fq, model::HookSite site, int block) {
+  const auto& p = ready_point(fq, site, block);
+  require_scheme(p, quant::SchemeKind::kSymmetric, "symmetric 8-bit per tensor");
+  return p.params.scales[0];
+}
+
+inline ResidualPoint residual_point(const quant::FakeQuantViT& fq, model::HookSite site, int block,
+                                    Index channels) {
+  const auto& p = ready_point(fq, site, block);
+  require_scheme(p, quant::SchemeKind::kAsymmetric, "asymmetric 8-bit (optionally with PTF)");
+  ResidualPoint r;
+  if (p.spec.ptf) {
+    if (!p.ptf || static_cast<Index>(p.ptf->alpha.size()) != channels)
+      VITC_THROW(ArgumentError("IntViT: activation point " + p.name +
+                               ": power-of-two factors missing or of the wrong size"));
+    r.scale = p.ptf->base_scale;
+    r.zero_point = p.ptf->zero_point;
+    r.alpha = p.ptf->alpha;
+  } else {
+    r.scale = p.params.scales[0];
+    r.zero_point = p.params.zero_points[0];
+    r.alpha.assign(static_cast<std::size_t>(channels), 0);
+  }
+  return r;
+}
+
+// A quantized weight: int8 codes [out, in] and one scale per output row.
+struct QuantWeight {
+  Tensor<std::int8_t, 2> codes;
+  std::vector<float> scales;
+};
+
+inline QuantWeight quantize_weight(const quant::FakeQuantViT& fq, quant::WeightKind kind,
+                                   int block) {
+  const std::string name = quant::weight_name(kind, block);
+  const quant::WeightPoint* wp = nullptr;
+  for (const auto& w : fq.weight_points())
+    if (w.name == name) wp = &w;
+  if (wp == nullptr) VITC_THROW(ArgumentError("IntViT: no weight point " + name));
+  const auto& s = wp->spec;
+  const bool per_row =
+      s.granularity.kind == quant::GranularityKind::kChannel && s.granularity.axis == 0;
+  if (s.scheme.kind != quant::SchemeKind::kSymmetric || s.scheme.bits != 8 ||
+      !(per_row || s.granularity.kind == quant::GranularityKind::kTensor))
+    VITC_THROW(ArgumentError("IntViT: weight " + name +
+                             " must be symmetric 8-bit per output channel or per tensor"));
+  if (!wp->ready) VITC_THROW(ArgumentError("IntViT: weight " + name + " is not quantized"));
+  const auto view = quant::FakeQuantViT::weight_view(fq.master_weights(), kind, block);
+  QuantWeight q;
+  q.codes = Tensor<std::int8_t, 2>({view.extent(0), view.extent(1)});
+  quant::quantize<std::int8_t>(view, wp->params, q.codes.view(), name);
+  q.scales.resize(static_cast<std::size_t>(view.extent(0)));
+  for (Index r = 0; r < view.extent(0); ++r)
+    q.scales[static_cast<std::size_t>(r)] = wp->params.scales[per_row ? r : 0];
+  return q;
+}
+
+inline std::vector<double> products(std::span<const float> w, double s) {
+  std::vector<double> out(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) out[i] = static_cast<double>(w[i]) * s;
+  return out;
+}
+
+inline std::vector<double> to_double(std::span<const float> v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+// Layer norm parameters whose int8 output is the asymmetric code of `out` minus 128.
+inline kernels::LayerNormParams layernorm_to_asym(const model::LayerNormWeights<float>& w,
+                                                  const ResidualPoint& in, AsymPoint out,
+                                                  double eps) {
+  const Index d = w.weight.extent(0);
+  std::vector<float> beta(static_cast<std::size_t>(d));
+  for (Index c = 0; c < d; ++c)
+    beta[static_cast<std::size_t>(c)] =
+        static_cast<float>(double{w.bias(c)} + (out.zero_point - 128) * double{out.scale});
+  return kernels::prepare_layernorm(std::span<const float>(w.weight.data(), d), beta, in.scale,
+                                    out.scale, static_cast<float>(eps), in.alpha);
+}
+
+// The kernel policy of a GELU policy (IGelu for TableGelu, whose kernel is unused).
+template <class G, class = void>
+struct GeluKernelOf {
+  using type = kernels::IGelu;
+};
+template <class G>
+struct GeluKernelOf<G, std::void_t<typename G::kernel>> {
+  using type = typename G::kernel;
+};
+
+}  // namespace detail
+
+template <GemmPolicy Gemm = gemm::Int8<>, SoftmaxPolicy Softmax = softmax::IExp,
+          NormPolicy Norm = norm::IntLayerNorm, GeluPolicy Gelu = act::TableGelu>
+class IntViT {
+ public:
+  using Arch = typename Gemm::arch;
+  using Exp = typename Softmax::exp;
+
+  // Quantizes and packs the weights of a calibrated FakeQuantViT and allocates every buffer for
+  // batches of up to max_batch images. `pool` (may be null: calling thread only) is used by run().
+  explicit IntViT(const quant::FakeQuantViT& fq, Index max_batch = 1, ThreadPool* pool = nullptr)
+      : config_(fq.master_weights().config), max_batch_(max_batch), pool_(pool) {
+    if (max_batch < 1) VITC_THROW(ArgumentError("IntViT: max_batch must be >= 1"));
+    if (fq.config().other_params != quant::SchemeKind::kNone)
+      VITC_THROW(ArgumentError("IntViT: fp16 'other_params' are not supported"));
+    build(fq);
+    allocate();
+    // Attention's Q·Kᵀ and P·V run on AVX-512 (vpdpwssd) on the Avx512Vnni path, and on the Auto
+    // path when the CPU has it; portable loops otherwise. Both are exact, hence identical.
+    if constexpr (std::is_same_v<Arch, kernels::arch::Avx512Vnni>)
+      avx512_attention_ = true;
+    else if constexpr (std::is_same_v<Arch, kernels::arch::Auto>)
+      avx512_attention_ = kernels::arch::best_arch() == kernels::arch::ArchId::kAvx512Vnni;
+  }
+
+  [[nodiscard]] const model::ViTConfig& config() const noexcept { return config_; }
+  [[nodiscard]] Index max_batch() const noexcept { return max_batch_; }
+  [[nodiscard]] Index num_classes() const noexcept { return config_.num_classes; }
+  void set_pool(ThreadPool* pool) noexcept { pool_ = pool; }
+
+  // Bytes of packed int8 weights (GEMM operands only).
+  [[nodiscard]] Index weight_bytes() const noexcept {
+    Index n = patch_w_.bytes() + head_w_.bytes();
+    for (const Block& b : blocks_)
+      n += b.wq.bytes() + b.wkv.bytes() + b.wproj.bytes() + b.wfc1.bytes() + b.wfc2.bytes();
+    return n;
+  }
+
+  // logits [B, classes] of images [B, C, H, W] (normalized as for the float model), B <= max_batch.
+  void run(TensorView<const float, 4> images, TensorView<float, 2> logits) {
+    check_io(images, logits);
+    const Index batch = images.extent(0);
+    quantize_input(images, batch);
+    patch_embed(batch);
+    const int depth = static_cast<int>(blocks_.size());
+    for (int l = 0; l < depth; ++l) block(l, batch, l == depth - 1);
+    head(batch, logits);
+  }
+  // Same as run(), under the name the evaluation loops use.
+  void predict(TensorView<const float, 4> images, TensorView<float, 2> logits) {
+    run(images, logits);
+  }
+
+ private:
+  using QPipe =
+      std::tuple<kernels::OutputBiasAdd, kernels::OutputRequantizePerChannel,
+                 kernels::OutputAddZeroPoint, kernels::OutputSaturatingCast<std::uint8_t>>;
+  using KvPipe = std::tuple<kernels::OutputBiasAdd, kernels::OutputRequantizePerChannel,
+                            kernels::OutputClamp, kernels::OutputSaturatingCast<std::int8_t>>;
+  using Fc1TablePipe = std::tuple<kernels::OutputBiasAdd, kernels::OutputRequantizePerChannel,
+                                  kernels::OutputSaturatingCast<std::int16_t>>;
+  using Fc1KernelPipe = std::tuple<kernels::OutputBiasAdd, kernels::OutputRequantizePerChannel>;
+  using HeadPipe = std::tuple<kernels::OutputBiasAdd, kernels::OutputDequantizePerChannel>;
+  using GeluKernel = typename detail::GeluKernelOf<Gelu>::type;
+
+  struct Block {
+    Index heads = 0, dqk = 0, dv = 0, hidden = 0;
+    kernels::LayerNormParams ln1, ln2;
+    kernels::PackedWeightsInt8 wq, wkv, wproj, wfc1, wfc2;
+    quant::RequantParams rq_q, rq_kv, rq_fc1;
+    std::int32_t ln1_zp = 0, ln2_zp = 0;  // GEMM zero points of the int8 LayerNorm outputs
+    std::int32_t q_zp = 0, proj_zp = 0, fc2_zp = 0;
+    kernels::SoftmaxParams<Exp, kernels::LinearProb> softmax;
+    kernels::FixedPointMultiplier pv;
+    detail::Rescale res_attn, res_mlp;
+    std::vector<std::int8_t> gelu_table;  // TableGelu: 65536 entries, index code + 32768
+    std::optional<kernels::GeluParams<GeluKernel, std::int32_t>> gelu;
+  };
+
+  template <class F>
+  void with_policy(F&& f) {
+    if (pool_ != nullptr) {
+      f(*pool_);
+    } else {
+      Sequential s;
+      f(s);
+    }
+  }
+
+  void check_io(const TensorView<const float, 4>& images, const TensorView<float, 2>& logits) {
+    const ViTShape s = shape();
+    const Index batch = images.extent(0);
+    if (images.extent(1) != config_.in_channels || images.extent(2) != s.image ||
+        images.extent(3) != s.image || batch < 1)
+      VITC_THROW(ShapeError("IntViT: images: expected [B >= 1, " +
+                            std::to_string(config_.in_channels) + ", " + std::to_string(s.image) +
+                            ", " + std::to_string(s.image) + "], got " +
+                            vitc::detail::shape_string(images.shape())));
+    if (batch > max_batch_)
+      VITC_THROW(ArgumentError("IntViT: batch of " + std::to_string(batch) +
+                               " images exceeds max_batch = " + std::to_string(max_batch_)));
+    if (logits.extent(0) != batch || logits.extent(1) != config_.num_classes ||
+        (config_.num_classes > 1 && logits.stride(1) != 1))
+      VITC_THROW(ShapeError("IntViT: logits: expected a row-contiguous [" + std::to_string(batch) +
+                            ", " + std::to_string(config_.num_classes) + "] view, got " +
+                            vitc::detail::shape_string(logits.shape())));
+    for (Index b = 0; b < batch; ++b)
+      for (Index c = 0; c < images.extent(1); ++c)
+        for (Index y = 0; y < images.extent(2); ++y)
+          for (Index x = 0; x < images.extent(3); ++x)
+            if (!std::isfinite(images(b, c, y, x)))
+              VITC_THROW(ArgumentError("IntViT: images(" + std::to_string(b) + ", " +
+                                       std::to_string(c) + ", " + std::to_string(y) + ", " +
+                                       std::to_string(x) + ") is not finite"));
+  }
+
+  struct ViTShape {
+    Index image, patch, grid, np, t, d, pd;
+  };
+  [[nodiscard]] ViTShape shape() const noexcept {
+    const auto& c = config_;
+    return {c.image_size,   c.patch_size, c.grid_size(), c.num_patches(),
+            c.num_tokens(), c.embed_dim,  c.patch_dim()};
+  }
+
+  // ---- construction --------------------------------------------------------------------------
+
+  void build(const quant::FakeQuantViT& fq) {
+    using model::HookSite;
+    using quant::WeightKind;
+    config_.validate();
+    if (!fq.weights_ready()) VITC_THROW(ArgumentError("IntViT: the weights are not quantized"));
+    const auto& w = fq.master_weights();
+    const ViTShape s = shape();
+    const Index d = s.d;
+    const int depth = static_cast<int>(config_.blocks.size());
+    const double eps = config_.layer_norm_eps;
+
+    // Patch embedding into block 0's residual codes.
+    patch_in_ = detail::asym_point(fq, HookSite::kPatchInput, -1);
+    {
+      auto pw = detail::quantize_weight(fq, WeightKind::kPatchEmbed, -1);
+      patch_w_ = kernels::PackedWeightsInt8::from_out_in(pw.codes.cview());
+      const auto r0 = detail::residual_point(fq, HookSite::kBlockInput, 0, d);
+      std::vector<double> out_scale(static_cast<std::size_t>(d));
+      for (Index c = 0; c < d; ++c)
+        out_scale[static_cast<std::size_t>(c)] = r0.channel_scale(static_cast<std::size_t>(c));
+      patch_rescale_ =
+          detail::make_rescale(detail::products(pw.scales, patch_in_.scale), {}, {}, out_scale,
+                               -r0.zero_point, 255 - r0.zero_point, "IntViT: patch embedding");
+      // Per patch token p: (bias + pos_embed[1 + p]) / S_c · 2^e_c; the class token row directly.
+      patch_const_ = Tensor<std::int64_t, 2>({s.np, d});
+      cls_codes_ = Tensor<std::int16_t, 1>({d});
+      for (Index c = 0; c < d; ++c) {
+        const auto cc = static_cast<std::size_t>(c);
+        const double p2 = std::ldexp(1.0, patch_rescale_.e[cc]);
+        for (Index p = 0; p < s.np; ++p) {
+          const double v =
+              (double{w.patch_embed.bias(c)} + double{w.pos_embed(0, 1 + p, c)}) / out_scale[cc];
+          patch_const_(p, c) =
+              static_cast<std::int64_t>(std::clamp(std::nearbyint(v * p2), -0x1p61, 0x1p61));
+        }
+        const float cls = w.cls_token(0, 0, c) + w.pos_embed(0, 0, c);
+        const float q = std::nearbyint(cls / static_cast<float>(out_scale[cc]));
+        cls_codes_(c) = static_cast<std::int16_t>(std::clamp(
+            q, static_cast<float>(-r0.zero_point), static_cast<float>(255 - r0.zero_point)));
+      }
+    }
+
+    blocks_.resize(static_cast<std::size_t>(depth));
+    for (int l = 0; l < depth; ++l) {
+      const auto& bc = config_.blocks[static_cast<std::size_t>(l)];
+      const auto& bw = w.blocks[static_cast<std::size_t>(l)];
+      Block& b = blocks_[static_cast<std::size_t>(l)];
+      b.heads = bc.num_heads;
+      b.dqk = bc.qk_head_dim;
+      b.dv = bc.v_head_dim;
+      b.hidden = bc.mlp_hidden;
+      const Index qk = bc.qk_dim(), rows = bc.qkv_rows();
+      const std::string at = "IntViT: block " + std::to_string(l);
+
+      const auto r_in = detail::residual_point(fq, HookSite::kBlockInput, l, d);
+      const auto r_mid = detail::residual_point(fq, HookSite::kMlpResidual, l, d);
+      const auto r_out = l + 1 < depth
+                             ? detail::residual_point(fq, HookSite::kBlockInput, l + 1, d)
+                             : detail::residual_point(fq, HookSite::kFinalNormInput, -1, d);
+      const auto qkv_in = detail::asym_point(fq, HookSite::kQkvInput, l);
+      const auto q_pt = detail::asym_point(fq, HookSite::kQuery, l);
+      const float k_scale = detail::sym_scale(fq, HookSite::kKey, l);
+      const float v_scale = detail::sym_scale(fq, HookSite::kValue, l);
+      {
+        const auto& pp = detail::ready_point(fq, HookSite::kAttentionProbs, l);
+        detail::require_scheme(pp, quant::SchemeKind::kAsymmetric,
+                               "asymmetric (linear) 8-bit per tensor; log2 attention is not in "
+                               "the engine yet");
+      }
+      const auto proj_in = detail::asym_point(fq, HookSite::kProjInput, l);
+      const auto fc1_in = detail::asym_point(fq, HookSite::kFc1Input, l);
+      const auto fc2_in = detail::asym_point(fq, HookSite::kFc2Input, l);
+
+      // LayerNorm 1 and the qkv GEMMs (Q asymmetric uint8; K, V symmetric int8).
+      b.ln1 = detail::layernorm_to_asym(bw.norm1, r_in, qkv_in, eps);
+      b.ln1_zp = qkv_in.zero_point - 128;
+      auto wqkv = detail::quantize_weight(fq, WeightKind::kQkv, l);
+      b.wq = kernels::PackedWeightsInt8(wqkv.codes.cview().slice(0, 0, qk).transposed());
+      b.wkv = kernels::PackedWeightsInt8(wqkv.codes.cview().slice(0, qk, rows).transposed());
+      const std::span<const float> ws(wqkv.scales), bias(bw.qkv.bias.data(), rows);
+      b.rq_q = quant::make_requant_params(qkv_in.scale, ws.subspan(0, qk), bias.subspan(0, qk),
+                                          q_pt.scale, q_pt.zero_point, qk, at + " query");
+      b.q_zp = q_pt.zero_point;
+      {
+        // K and V in one GEMM: per-channel multipliers to the key or the value scale.
+        auto rk = quant::make_requant_params(qkv_in.scale, ws.subspan(qk, qk), bias.subspan(qk, qk),
+                                             k_scale, 0, qk, at + " key");
+        auto rv = quant::make_requant_params(qkv_in.scale, ws.subspan(2 * qk, rows - 2 * qk),
+                                             bias.subspan(2 * qk, rows - 2 * qk), v_scale, 0,
+                                             rows - 2 * qk, at + " value");
+        b.rq_kv = std::move(rk);
+        b.rq_kv.multipliers.insert(b.rq_kv.multipliers.end(), rv.multipliers.begin(),
+                                   rv.multipliers.end());
+        b.rq_kv.bias.insert(b.rq_kv.bias.end(), rv.bias.begin(), rv.bias.end());
+      }
+
+      // Attention.
+      const double score_scale =
+          double{q_pt.scale} * k_scale / std::sqrt(static_cast<double>(b.dqk));
+      b.softmax =
+          kernels::prepare_softmax<Exp, kernels::LinearProb>(static_cast<float>(score_scale), 8);
+      b.pv = kernels::fixed_point_from_scale(double{v_scale} / (255.0 * proj_in.scale),
+                                             "IntViT: P·V requantization");
+      b.proj_zp = proj_in.zero_point;
+
+      // proj + residual → mlp_residual codes.
+      {
+        auto wp = detail::quantize_weight(fq, WeightKind::kProj, l);
+        b.wproj = kernels::PackedWeightsInt8::from_out_in(wp.codes.cview());
+        std::vector<double> in_s(static_cast<std::size_t>(d)), out_s(static_cast<std::size_t>(d));
+        for (std::size_t c = 0; c < out_s.size(); ++c) {
+          in_s[c] = r_in.channel_scale(c);
+          out_s[c] = r_mid.channel_scale(c);
+        }
+        b.res_attn = detail::make_rescale(detail::products(wp.scales, proj_in.scale), in_s,
+                                          detail::to_double({bw.proj.bias.data(), std::size_t(d)}),
+                                          out_s, -r_mid.zero_point, 255 - r_mid.zero_point,
+                                          at + " attention residual");
+      }
+
+      // LayerNorm 2, fc1 + GELU → fc2 input codes.
+      b.ln2 = detail::layernorm_to_asym(bw.norm2, r_mid, fc1_in, eps);
+      b.ln2_zp = fc1_in.zero_point - 128;
+      double fc2_scale = fc2_in.scale;
+      {
+        auto w1 = detail::quantize_weight(fq, WeightKind::kFc1, l);
+        b.wfc1 = kernels::PackedWeightsInt8::from_out_in(w1.codes.cview());
+        const std::span<const float> b1(bw.fc1.bias.data(), static_cast<std::size_t>(b.hidden));
+        const double lo = -fc2_in.zero_point * double{fc2_in.scale};
+        const double hi = (255 - fc2_in.zero_point) * double{fc2_in.scale};
+        if constexpr (Gelu::kTable) {
+          // fc1 output at 16 bits over [−max(8, hi+s), max(8, hi+s)]: beyond it GELU's code is
+          // constant (0 below −8 rounds to the zero point, above hi + s it saturates).
+          const double g_scale = std::max(8.0, hi + fc2_in.scale) / 32767.0;
+          b.rq_fc1 =
+              quant::make_requant_params(fc1_in.scale, w1.scales, b1, static_cast<float>(g_scale),
+                                         0, static_cast<std::size_t>(b.hidden), at + " fc1");
+          b.gelu_table.resize(65536);
+          for (int code = -32768; code < 32768; ++code) {
+            const float x = static_cast<float>(code * g_scale);
+            const float g = 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752440f));
+            const float q =
+                std::nearbyint(g / fc2_in.scale) + static_cast<float>(fc2_in.zero_point);
+            b.gelu_table[static_cast<std::size_t>(code + 32768)] =
+                static_cast<std::int8_t>(static_cast<int>(std::clamp(q, 0.0f, 255.0f)) - 128);
+          }
+          b.fc2_zp = fc2_in.zero_point - 128;
+        } else {
+          // The GELU kernel writes symmetric int8: the fc2 input gets max(|lo|, |hi|)/127.
+          fc2_scale = std::max(-lo, hi) / 127.0;
+          const double g_scale = fc2_scale / 256.0;
+          b.rq_fc1 =
+              quant::make_requant_params(fc1_in.scale, w1.scales, b1, static_cast<float>(g_scale),
+                                         0, static_cast<std::size_t>(b.hidden), at + " fc1");
+          b.gelu = kernels::prepare_gelu<GeluKernel, std::int32_t>(static_cast<float>(g_scale),
+                                                                   static_cast<float>(fc2_scale));
+          b.fc2_zp = 0;
+        }
+      }
+
+      // fc2 + residual → the next residual codes.
+      {
+        auto w2 = detail::quantize_weight(fq, WeightKind::kFc2, l);
+        b.wfc2 = kernels::PackedWeightsInt8::from_out_in(w2.codes.cview());
+        std::vector<double> in_s(static_cast<std::size_t>(d)), out_s(static_cast<std::size_t>(d));
+        for (std::size_t c = 0; c < out_s.size(); ++c) {
+          in_s[c] = r_mid.channel_scale(c);
+          out_s[c] = r_out.channel_scale(c);
+        }
+        b.res_mlp =
+            detail::make_rescale(detail::products(w2.scales, fc2_scale), in_s,
+                                 detail::to_double({bw.fc2.bias.data(), std::size_t(d)}), out_s,
+                                 -r_out.zero_point, 255 - r_out.zero_point, at + " MLP residual");
+      }
+    }
+
+    // Final LayerNorm of the class tokens and the head.
+    {
+      const auto r_fin = detail::residual_point(fq, HookSite::kFinalNormInput, -1, d);
+      const auto head_in = detail::asym_point(fq, HookSite::kHeadInput, -1);
+      final_ln_ = detail::layernorm_to_asym(w.norm, r_fin, head_in, eps);
+      head_zp_ = head_in.zero_point - 128;
+      auto wh = detail::quantize_weight(fq, WeightKind::kHead, -1);
+      head_w_ = kernels::PackedWeightsInt8::from_out_in(wh.codes.cview());
+      const auto classes = static_cast<std::size_t>(config_.num_classes);
+      auto rq = quant::make_requant_params(head_in.scale, wh.scales, {w.head.bias.data(), classes},
+                                           1.0f, 0, classes, "IntViT: head");
+      head_bias_ = std::move(rq.bias);
+      head_scale_.resize(classes);
+      for (std::size_t n = 0; n < classes; ++n)
+        head_scale_[n] = static_cast<float>(double{head_in.scale} * wh.scales[n]);
+    }
+  }
+
+  void allocate() {
+    const ViTShape s = shape();
+    const Index m = max_batch_ * s.t;
+    Index qk = 0, kv = 0, vdim = 0, hidden = 0, dv = 0;
+    for (const auto& bc : config_.blocks) {
+      qk = std::max(qk, bc.qk_dim());
+      kv = std::max(kv, bc.qk_dim() + bc.v_dim());
+      vdim = std::max(vdim, bc.v_dim());
+      hidden = std::max(hidden, bc.mlp_hidden);
+      dv = std::max(dv, bc.v_head_dim);
+    }
+    patches_ = Tensor<std::uint8_t, 2>({max_batch_ * s.np, s.pd});
+    acc_ = Tensor<std::int32_t, 2>({m, std::max(s.d, hidden)});
+    res_ = Tensor<std::int16_t, 2>({m, s.d});
+    ln_out_ = Tensor<std::int8_t, 2>({m, s.d});
+    q_ = Tensor<std::uint8_t, 2>({m, qk});
+    kv_ = Tensor<std::int8_t, 2>({m, kv});
+    attn_ = Tensor<std::uint8_t, 2>({m, vdim});
+    fc1_out16_ = Tensor<std::int16_t, 2>({Gelu::kTable ? m : 0, hidden});
+    fc2_in_ = Tensor<std::int8_t, 2>({m, hidden});
+    const int nt = threads();
+    scores_ = Tensor<std::int32_t, 2>({nt, s.t * s.t});
+    probs_ = Tensor<std::uint8_t, 2>({nt, s.t * s.t});
+    Index dqk = 1;
+    for (const auto& bc : config_.blocks) dqk = std::max(dqk, bc.qk_head_dim);
+    kt_ = Tensor<std::int16_t, 2>({nt, detail::attention_scratch(s.t, dqk, dv)});
+    attn_threads_ = nt;
+  }
+
+  [[nodiscard]] int threads() const noexcept { return pool_ ? pool_->num_threads() : 1; }
+
+  // ---- run -----------------------------------------------------------------------------------
+
+  void quantize_input(const TensorView<const float, 4>& images, Index batch) {
+    const ViTShape s = shape();
+    const Index c_in = images.extent(1);
+    const quant::QuantParams qp{patch_in_.scale, patch_in_.zero_point};
+    with_policy([&](auto& pol) {
+      pol.parallel_for(batch * s.np, 4, [&](ParallelIndex r0, ParallelIndex r1) {
+        for (Index r = r0; r < r1; ++r) {
+          const Index b = r / s.np, py = (r % s.np) / s.grid, px = r % s.grid;
+          std::uint8_t* out = patches_.data() + r * s.pd;
+          for (Index c = 0; c < c_in; ++c)
+            for (Index ky = 0; ky < s.patch; ++ky)
+              for (Index kx = 0; kx < s.patch; ++kx)
+                *out++ = static_cast<std::uint8_t>(
+                    quant::detail::SchemeImpl<quant::SchemeKind::kAsymmetric>::quantize(
+                        images(b, c, py * s.patch + ky, px * s.patch + kx), qp, 8));
+        }
+      });
+    });
+  }
+
+  void patch_embed(Index batch) {
+    const ViTShape s = shape();
+    auto acc = acc_.view().slice(0, 0, batch * s.np).slice(1, 0, s.d);
+    with_policy([&](auto& pol) {
+      kernels::gemm_int8<Arch>(patches_.cview().slice(0, 0, batch * s.np), patch_in_.zero_point,
+                               patch_w_, acc, pol);
+      pol.parallel_for(batch * s.np, 8, [&](ParallelIndex r0, ParallelIndex r1) {
+        for (Index r = r0; r < r1; ++r) {
+          const Index b = r / s.np, p = r % s.np;
+          detail::rescale_row(patch_rescale_, acc.data() + r * acc.stride(0), nullptr,
+                              patch_const_.data() + p * s.d, res_.data() + (b * s.t + 1 + p) * s.d,
+                              s.d);
+        }
+      });
+    });
+    for (Index b = 0; b < batch; ++b)
+      std::memcpy(res_.data() + b * s.t * s.d, cls_codes_.data(),
+                  static_cast<std::size_t>(s.d) * sizeof(std::int16_t));
+  }
+
+  void block(int l, Index batch, bool cls_only) {
+    const Block& b = blocks_[static_cast<std::size_t>(l)];
+    const ViTShape s = shape();
+    const Index t = s.t, d = s.d, m = batch * t, qk = b.heads * b.dqk, kvn = qk + b.heads * b.dv;
+    const Index vdim = b.heads * b.dv;
+    with_policy([&](auto& pol) {
+      // LayerNorm 1 and qkv.
+      auto res_all = res_.view().slice(0, 0, m);
+      auto ln = ln_out_.view().slice(0, 0, m);
+      kernels::layernorm_int<Arch>(b.ln1, TensorView<const std::int16_t, 2>(res_all), ln, pol);
+      const QPipe qpipe{{b.rq_q.bias}, {b.rq_q.multipliers}, {b.q_zp}, {}};
+      kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(ln), b.ln1_zp, b.wq, qpipe,
+                               q_.view().slice(0, 0, m).slice(1, 0, qk), pol);
+      const KvPipe kvpipe{{b.rq_kv.bias}, {b.rq_kv.multipliers}, {-127, 127}, {}};
+      kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(ln), b.ln1_zp, b.wkv, kvpipe,
+                               kv_.view().slice(0, 0, m).slice(1, 0, kvn), pol);
+
+      // Attention, one item per (image, head), round-robin over the per-thread scratch.
+      const Index items = batch * b.heads;
+      const Index chunks = std::min<Index>(items, attn_threads_);
+      detail::AttentionShape as{
+          t, cls_only ? 1 : t, b.dqk, b.dv, q_.extent(1), kv_.extent(1), attn_.extent(1)};
+      pol.parallel_for(chunks, 1, [&](ParallelIndex c0, ParallelIndex c1) {
+        for (Index c = c0; c < c1; ++c) {
+          std::int32_t* scores = scores_.data() + c * scores_.extent(1);
+          std::uint8_t* probs = probs_.data() + c * probs_.extent(1);
+          for (Index item = c; item < items; item += chunks) {
+            const Index img = item / b.heads, h = item % b.heads;
+            const std::int8_t* kbase = kv_.data() + img * t * as.kv_ld;
+            std::int16_t* kt = kt_.data() + c * kt_.extent(1);
+            const std::uint8_t* qbase = q_.data() + img * t * as.q_ld + h * b.dqk;
+#if VITC_HAVE_X86_TARGET_KERNELS
+            if (avx512_attention_)
+              detail::qk_scores_avx512(as, qbase, b.q_zp, kbase + h * b.dqk, kt, scores);
+            else
+#endif
+              detail::qk_scores(as, qbase, b.q_zp, kbase + h * b.dqk, kt, scores);
+            kernels::softmax_int<Arch>(b.softmax,
+                                       TensorView<const std::int32_t, 2>(scores, {as.qt, t}),
+                                       TensorView<std::uint8_t, 2>(probs, {as.qt, t}));
+            const Index out_row = cls_only ? img : img * t;
+            std::uint8_t* out = attn_.data() + out_row * as.out_ld + h * b.dv;
+#if VITC_HAVE_X86_TARGET_KERNELS
+            if (avx512_attention_)
+              detail::pv_requant_avx512(as, probs, kbase + qk + h * b.dv, b.pv, b.proj_zp, kt, out);
+            else
+#endif
+              detail::pv_requant(as, probs, kbase + qk + h * b.dv, b.pv, b.proj_zp, kt, out);
+          }
+        }
+      });
+
+      // From here on: all tokens, or the class tokens only (rows b·T of the residual).
+      const Index mr = cls_only ? batch : m;
+      const Index res_ld = cls_only ? t * d : d;
+      auto acc = acc_.view().slice(0, 0, mr).slice(1, 0, d);
+      kernels::gemm_int8<Arch>(attn_.cview().slice(0, 0, mr).slice(1, 0, vdim), b.proj_zp, b.wproj,
+                               acc, pol);
+      pol.parallel_for(mr, 8, [&](ParallelIndex r0, ParallelIndex r1) {
+        for (Index r = r0; r < r1; ++r) {
+          std::int16_t* x = res_.data() + r * res_ld;
+          detail::rescale_row(b.res_attn, acc.data() + r * acc.stride(0), x, nullptr, x, d);
+        }
+      });
+
+      // LayerNorm 2, fc1, GELU, fc2.
+      const TensorView<const std::int16_t, 2> res_rows(res_.data(), {mr, d}, {res_ld, 1});
+      auto ln2 = ln_out_.view().slice(0, 0, mr);
+      kernels::layernorm_int<Arch>(b.ln2, res_rows, ln2, pol);
+      auto fc2_in = fc2_in_.view().slice(0, 0, mr).slice(1, 0, b.hidden);
+      if constexpr (Gelu::kTable) {
+        auto h16 = fc1_out16_.view().slice(0, 0, mr).slice(1, 0, b.hidden);
+        const Fc1TablePipe pipe{{b.rq_fc1.bias}, {b.rq_fc1.multipliers}, {}};
+        kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(ln2), b.ln2_zp, b.wfc1, pipe, h16,
+                                 pol);
+        const std::int8_t* table = b.gelu_table.data() + 32768;
+        pol.parallel_for(mr, 4, [&](ParallelIndex r0, ParallelIndex r1) {
+          for (Index r = r0; r < r1; ++r) {
+            const std::int16_t* in = h16.data() + r * h16.stride(0);
+            std::int8_t* out = fc2_in.data() + r * fc2_in.stride(0);
+            for (Index c = 0; c < b.hidden; ++c) out[c] = table[in[c]];
+          }
+        });
+      } else {
+        auto h32 = acc_.view().slice(0, 0, mr).slice(1, 0, b.hidden);
+        const Fc1KernelPipe pipe{{b.rq_fc1.bias}, {b.rq_fc1.multipliers}};
+        kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(ln2), b.ln2_zp, b.wfc1, pipe, h32,
+                                 pol);
+        kernels::gelu_int<Arch>(*b.gelu, TensorView<const std::int32_t, 2>(h32), fc2_in, pol);
+      }
+      kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(fc2_in), b.fc2_zp, b.wfc2, acc,
+                               pol);
+      pol.parallel_for(mr, 8, [&](ParallelIndex r0, ParallelIndex r1) {
+        for (Index r = r0; r < r1; ++r) {
+          std::int16_t* x = res_.data() + r * res_ld;
+          detail::rescale_row(b.res_mlp, acc.data() + r * acc.stride(0), x, nullptr, x, d);
+        }
+      });
+    });
+  }
+
+  void head(Index batch, TensorView<float, 2> logits) {
+    const ViTShape s = shape();
+    with_policy([&](auto& pol) {
+      const TensorView<const std::int16_t, 2> cls(res_.data(), {batch, s.d}, {s.t * s.d, 1});
+      auto ln = ln_out_.view().slice(0, 0, batch);
+      kernels::layernorm_int<Arch>(final_ln_, cls, ln, pol);
+      const HeadPipe pipe{{head_bias_}, {head_scale_}};
+      kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(ln), head_zp_, head_w_, pipe,
+                               logits, pol);
+    });
+  }
+
+  model::ViTConfig config_;
+  Index max_batch_ = 1;
+  ThreadPool* pool_ = nullptr;
+  int attn_threads_ = 1;
+  bool avx512_attention_ = false;
+
+  detail::AsymPoint patch_in_;
+  kernels::PackedWeightsInt8 patch_w_;
+  detail::Rescale patch_rescale_;
+  Tensor<std::int64_t, 2> patch_const_;
+  Tensor<std::int16_t, 1> cls_codes_;
+  std::vector<Block> blocks_;
+  kernels::LayerNormParams final_ln_;
+  std::int32_t head_zp_ = 0;
+  kernels::PackedWeightsInt8 head_w_;
+  std::vector<std::int32_t> head_bias_;
+  std::vector<float> head_scale_;
+
+  Tensor<std::uint8_t, 2> patches_;
+  Tensor<std::int32_t, 2> acc_;
+  Tensor<std::int16_t, 2> res_;
+  Tensor<std::int8_t, 2> ln_out_;
+  Tensor<std::uint8_t, 2> q_;
+  Tensor<std::int8_t, 2> kv_;
+  Tensor<std::uint8_t, 2> attn_;
+  Tensor<std::int16_t, 2> fc1_out16_;
+  Tensor<std::int8_t, 2> fc2_in_;
+  Tensor<std::int32_t, 2> scores_;
+  Tensor<std::uint8_t, 2> probs_;
+  Tensor<std::int16_t, 2> kt_;  // per thread: K transposed, or V widened, of one head
+};
+
+}  // namespace vitc::engine

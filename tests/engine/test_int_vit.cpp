@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: Apache-2.0
+// engine/int_vit.hpp: the integer-only ViT against itself on every kernel path, against the
+// fake-quant simulation it was built from, and on bad input.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "vitcompress/engine/int_vit.hpp"
+#include "vitcompress/io/idx.hpp"
+#include "vitcompress/model/image_batches.hpp"
+#include "vitcompress/model/vit_checkpoint.hpp"
+#include "vitcompress/quant/fake_quant_vit.hpp"
+
+namespace {
+
+using namespace vitc;
+namespace arch = vitc::kernels::arch;
+
+// 16x16 grey images, patch 4 (17 tokens), D = 32, two uneven blocks, 10 classes.
+model::ViTConfig small_config() {
+  model::ViTConfig c;
+  c.image_size = 16;
+  c.patch_size = 4;
+  c.in_channels = 1;
+  c.embed_dim = 32;
+  c.num_classes = 10;
+  c.blocks = {model::BlockConfig{2, 16, 16, 64}, model::BlockConfig{4, 8, 6, 48}};
+  return c;
+}
+
+// Smooth random images (a few blobs each) with labels, so that activations look like images'.
+struct RandomImages {
+  Tensor<std::uint8_t, 3> images;
+  Tensor<std::uint8_t, 1> labels;
+  explicit RandomImages(Index n, Index side, std::uint64_t seed)
+      : images({n, side, side}), labels({n}) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (Index i = 0; i < n; ++i) {
+      const double cx = u(rng) * side, cy = u(rng) * side, r = 2 + u(rng) * side / 2;
+      const double amp = 80 + 175 * u(rng);
+      for (Index y = 0; y < side; ++y)
+        for (Index x = 0; x < side; ++x) {
+          const double d2 = (x - cx) * (x - cx) + (y - cy) * (y - cy);
+          const double v = amp * std::exp(-d2 / (r * r)) + 20 * u(rng);
+          images(i, y, x) = static_cast<std::uint8_t>(std::clamp(v, 0.0, 255.0));
+        }
+      labels(i) = static_cast<std::uint8_t>(i % 10);
+    }
+  }
+  [[nodiscard]] model::LabeledImages labeled() const { return {images.cview(), labels.cview()}; }
+};
+
+quant::FakeQuantViT calibrated(const model::ViTConfig& c, const model::LabeledImages& data,
+                               const std::string& config = "w8a8", std::uint64_t seed = 7) {
+  quant::FakeQuantViT fq(model::ViTWeights<float>::random(c, seed),
+                         quant::QuantConfig::named(config));
+  fq.quantize_weights();
+  fq.calibrate(data, std::min<Index>(data.size(), 64), {}, 32);
+  return fq;
+}
+
+Tensor<float, 4> image_batch(const model::LabeledImages& data, Index first, Index count) {
+  Tensor<float, 4> x({count, 1, data.images.extent(1), data.images.extent(2)});
+  std::vector<Index> idx(static_cast<std::size_t>(count));
+  std::iota(idx.begin(), idx.end(), first);
+  model::make_image_batch(data.images, idx, {}, {}, nullptr, x.view());
+  return x;
+}
+
+template <class Engine>
+Tensor<float, 2> run(Engine& e, const Tensor<float, 4>& x) {
+  Tensor<float, 2> z({x.extent(0), e.num_classes()});
+  e.run(x.cview(), z.view());
+  return z;
+}
+
+bool bit_identical(const Tensor<float, 2>& a, const Tensor<float, 2>& b) {
+  return a.shape() == b.shape() &&
+         std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(float)) == 0;
+}
+
+Index argmax_row(const Tensor<float, 2>& z, Index r) {
+  Index best = 0;
+  for (Index c = 1; c < z.extent(1); ++c)
+    if (z(r, c) > z(r, best)) best = c;
+  return best;
+}
+
+// The environment: one small calibrated model and its images, built once.
+struct Fixture {
+  RandomImages calib{96, 16, 11};
+  RandomImages test{48, 16, 12};
+  quant::FakeQuantViT fq = calibrated(small_config(), calib.labeled());
+  Tensor<float, 4> x = image_batch(test.labeled(), 0, 48);
+};
+Fixture& fixture() {
+  static Fixture f;
+  return f;
+}
+
+template <class Gemm, class Softmax, class Gelu>
+void check_arch_matches_scalar(const char* what) {
+  using Arch = typename Gemm::arch;
+  if (!Arch::available()) {
+    MESSAGE("arch ", Arch::kName, " not available on this CPU; skipped");
+    return;
+  }
+  auto& f = fixture();
+  engine::IntViT<engine::gemm::Int8<arch::Scalar>, Softmax, engine::norm::IntLayerNorm, Gelu> ref(
+      f.fq, 48);
+  engine::IntViT<Gemm, Softmax, engine::norm::IntLayerNorm, Gelu> eng(f.fq, 48);
+  INFO(what, " arch ", Arch::kName);
+  CHECK(bit_identical(run(ref, f.x), run(eng, f.x)));
+}
+
+}  // namespace
+
+TEST_SUITE("engine") {
+  TEST_CASE_TEMPLATE("every arch path gives bit-identical logits", Arch, VITC_KERNEL_ARCH_TAGS) {
+    using G = engine::gemm::Int8<Arch>;
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("iexp+table");
+    check_arch_matches_scalar<G, engine::softmax::Shiftmax, engine::act::IGelu>("shiftmax+igelu");
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::ShiftGelu>("iexp+shiftgelu");
+  }
+
+  TEST_CASE("auto dispatch, threads and batch size do not change the logits") {
+    auto& f = fixture();
+    engine::IntViT<> seq(f.fq, 48);
+    const auto z = run(seq, f.x);
+    ThreadPool pool(2);
+    engine::IntViT<> par(f.fq, 48, &pool);
+    CHECK(bit_identical(z, run(par, f.x)));
+    // One image at a time equals the batch.
+    engine::IntViT<> one(f.fq, 1);
+    for (Index i = 0; i < 5; ++i) {
+      const auto zi = run(one, image_batch(f.test.labeled(), i, 1));
+      for (Index c = 0; c < z.extent(1); ++c) CHECK(zi(0, c) == z(i, c));
+    }
+    // A batch smaller than max_batch.
+    const auto z3 = run(seq, image_batch(f.test.labeled(), 0, 3));
+    for (Index i = 0; i < 3; ++i)
+      for (Index c = 0; c < z.extent(1); ++c) CHECK(z3(i, c) == z(i, c));
+  }
+
+  TEST_CASE("the engine agrees with the fake-quant simulation it was built from") {
+    auto& f = fixture();
+    Tensor<float, 2> zf({f.x.extent(0), 10});
+    f.fq.predict(f.x.cview(), zf.view());
+    const auto check = [&](auto& eng, double max_rel, double min_agree, const char* what) {
+      const auto z = run(eng, f.x);
+      double err = 0, ref = 0;
+      Index agree = 0;
+      for (Index i = 0; i < z.extent(0); ++i) {
+        for (Index c = 0; c < z.extent(1); ++c) {
+          err += (z(i, c) - zf(i, c)) * (z(i, c) - zf(i, c));
+          ref += zf(i, c) * zf(i, c);
+        }
+        agree += argmax_row(z, i) == argmax_row(zf, i);
+      }
+      const double rel = std::sqrt(err / ref);
+      const double frac = static_cast<double>(agree) / static_cast<double>(z.extent(0));
+      MESSAGE(std::string(what), ": relative logit RMS difference ", rel, ", top-1 agreement ",
+              frac);
+      CHECK(rel < max_rel);
+      CHECK(frac >= min_agree);
+    };
+    engine::IntViT<> table(f.fq, 48);
+    check(table, 0.08, 0.95, "iexp + table GELU");
+    engine::IntViT<engine::gemm::Int8<>, engine::softmax::Shiftmax, engine::norm::IntLayerNorm,
+                   engine::act::IGelu>
+        igelu(f.fq, 48);
+    check(igelu, 0.15, 0.90, "shiftmax + I-GELU");
+  }
+
+  TEST_CASE("bad input is a vitc::Error naming what is wrong") {
+    auto& f = fixture();
+    engine::IntViT<> eng(f.fq, 2);
+    Tensor<float, 2> z({2, 10});
+    // Batch above max_batch.
+    const auto x3 = image_batch(f.test.labeled(), 0, 3);
+    Tensor<float, 2> z3({3, 10});
+    CHECK_THROWS_WITH_AS(eng.run(x3.cview(), z3.view()), doctest::Contains("max_batch"),
+                         ArgumentError);
+    // Wrong image size, wrong logits shape.
+    Tensor<float, 4> wrong({2, 1, 12, 16});
+    CHECK_THROWS_WITH_AS(eng.run(wrong.cview(), z.view()), doctest::Contains("images"), ShapeError);
+    auto x2 = image_batch(f.test.labeled(), 0, 2);
+    Tensor<float, 2> z_wrong({2, 9});
+    CHECK_THROWS_WITH_AS(eng.run(x2.cview(), z_wrong.view()), doctest::Contains("logits"),
+                         ShapeError);
+    // A non-finite pixel.
+    x2(1, 0, 3, 5) = std::numeric_limits<float>::quiet_NaN();
+    CHECK_THROWS_WITH_AS(eng.run(x2.cview(), z.view()), doctest::Contains("images(1, 0, 3, 5)"),
+                         ArgumentError);
+    CHECK_THROWS_AS(engine::IntViT<>(f.fq, 0), ArgumentError);
+    // An uncalibrated simulation, and configurations the engine does not run yet.
+    quant::FakeQuantViT raw(model::ViTWeights<float>::random(small_config(), 3),
+                            quant::QuantConfig::named("w8a8"));
+    CHECK_THROWS_WITH_AS(engine::IntViT<>(raw, 1), doctest::Contains("not"), ArgumentError);
+    const auto data = f.calib.labeled();
+    for (const char* name : {"w8a8-log2attn", "w4a8"}) {
+      INFO(name);
+      auto other = calibrated(small_config(), data, name);
+      CHECK_THROWS_AS(engine::IntViT<>(other, 1), ArgumentError);
+    }
+  }
+
+  // The shipped model on the Fashion-MNIST test set: top-1 of the engine within 0.3 points of the
+  // simulation. VITC_ENGINE_EVAL_IMAGES sets the number of test images (default 1000; 10000 for
+  // the README figure).
+  TEST_CASE("shipped model: engine top-1 within 0.3 points of the fake-quant simulation") {
+    const std::filesystem::path model_path =
+        std::filesystem::path(VITC_SOURCE_DIR) / "models" / "fashion_mnist_vit.safetensors";
+    io::Dataset train, test;
+    try {
+      train = io::load_fashion_mnist(io::Split::kTrain);
+      test = io::load_fashion_mnist(io::Split::kTest);
+    } catch (const Error& e) {
+      MESSAGE("Fashion-MNIST not available (", e.what(), "); skipped");
+      return;
+    }
+    Index n = 1000;
+    if (const char* env = std::getenv("VITC_ENGINE_EVAL_IMAGES")) n = std::atoi(env);
+    n = std::clamp<Index>(n, 1, test.images.extent(0));
+    quant::FakeQuantViT fq(model::load_vit<float>(model_path.string()),
+                           quant::QuantConfig::named("w8a8"));
+    fq.quantize_weights();
+    fq.calibrate({train.images.cview(), train.labels.cview()}, 256, {}, 64);
+    constexpr Index kBatch = 100;
+    engine::IntViT<> eng(fq, kBatch);
+    const model::LabeledImages data{test.images.cview(), test.labels.cview()};
+    Index right_fq = 0, right_eng = 0, same = 0;
+    Tensor<float, 2> zf({kBatch, 10}), ze({kBatch, 10});
+    for (Index start = 0; start < n; start += kBatch) {
+      const Index b = std::min(kBatch, n - start);
+      const auto x = image_batch(data, start, b);
+      auto zfv = zf.view().slice(0, 0, b), zev = ze.view().slice(0, 0, b);
+      fq.predict(x.cview(), zfv);
+      eng.run(x.cview(), zev);
+      for (Index i = 0; i < b; ++i) {
+        const Index pf = argmax_row(zf, i), pe = argmax_row(ze, i);
+        const Index label = test.labels(start + i);
+        right_fq += pf == label;
+        right_eng += pe == label;
+        same += pf == pe;
+      }
+    }
+    const double top1_fq = 100.0 * static_cast<double>(right_fq) / static_cast<double>(n);
+    const double top1_eng = 100.0 * static_cast<double>(right_eng) / static_cast<double>(n);
+    MESSAGE("Fashion-MNIST, first ", n, " test images: fake-quant w8a8 ", top1_fq,
+            "%, integer engine ", top1_eng, "%, same prediction on ",
+            100.0 * static_cast<double>(same) / static_cast<double>(n), "%");
+    CHECK(std::abs(top1_fq - top1_eng) <= 0.3);
+  }
+}
