@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "prune_test_util.hpp"
+#include "../model/vit_test_util.hpp"
 #include "vitcompress/model/trainable_vit.hpp"
 #include "vitcompress/prune/distillation.hpp"
 
@@ -17,8 +17,8 @@ TEST_SUITE("prune") {
   TEST_CASE(
       "distillation: alpha 0 is plain training; a student equal to its teacher has no soft "
       "gradient") {
-    const auto c = vitc::test::uneven_config();
-    auto teacher = vitc::test::random_weights<float>(c, 2);
+    const auto c = vitc::test::tiny_config();
+    auto teacher = vitc::test::nontrivial_weights<float>(c, 2);
     auto student = teacher;
     const auto images = vitc::test::random_images<float>(c, 3, 4);
     Tensor<std::int32_t, 1> labels({3});
@@ -53,9 +53,9 @@ TEST_SUITE("prune") {
     // Central differences of loss_sum / B (in float, hence the loose tolerance) against the
     // gradient, for a mix of hard and soft terms, label smoothing, and a student that differs from
     // its teacher.
-    const auto c = vitc::test::uneven_config();
-    const auto teacher = vitc::test::random_weights<float>(c, 2);
-    auto student = vitc::test::random_weights<float>(c, 5);
+    const auto c = vitc::test::tiny_config();
+    const auto teacher = vitc::test::nontrivial_weights<float>(c, 2);
+    auto student = vitc::test::nontrivial_weights<float>(c, 5);
     const auto images = vitc::test::random_images<float>(c, 4, 6);
     Tensor<std::int32_t, 1> labels({4});
     for (Index i = 0; i < 4; ++i) labels(i) = static_cast<std::int32_t>(i % 3);

@@ -9,7 +9,7 @@
 #include <span>
 #include <vector>
 
-#include "prune_test_util.hpp"
+#include "../model/vit_test_util.hpp"
 #include "vitcompress/model/loss.hpp"
 #include "vitcompress/model/vit_backward.hpp"
 #include "vitcompress/prune/score_groups.hpp"
@@ -54,8 +54,8 @@ TEST_SUITE("prune") {
   TEST_CASE(
       "mean_gradient averages the batch gradients; fisher_diagonal the squared per-sample "
       "gradients") {
-    const auto c = vitc::test::uneven_config();
-    const auto w = vitc::test::random_weights<double>(c, 5);
+    const auto c = vitc::test::tiny_config();
+    const auto w = vitc::test::nontrivial_weights<double>(c, 5);
     const Data a = data(c, 3, 1), b = data(c, 2, 2);
     const std::vector<CalibrationBatch<double>> batches{{a.images.cview(), a.labels.cview()},
                                                         {b.images.cview(), b.labels.cview()}};
@@ -89,8 +89,8 @@ TEST_SUITE("prune") {
   TEST_CASE(
       "hutchinson_diagonal: deterministic, weights untouched, close to the exact diagonal "
       "on average") {
-    const auto c = vitc::test::uneven_config();
-    const auto w = vitc::test::random_weights<double>(c, 8);
+    const auto c = vitc::test::tiny_config();
+    const auto w = vitc::test::nontrivial_weights<double>(c, 8);
     const auto saved = w;
     const Data a = data(c, 4, 3);
     const std::vector<CalibrationBatch<double>> batches{{a.images.cview(), a.labels.cview()}};
@@ -140,9 +140,9 @@ TEST_SUITE("prune") {
   }
 
   TEST_CASE("score_groups: Taylor and Fisher scores of an MLP unit, by hand") {
-    const auto c = vitc::test::uneven_config();
-    const auto w = vitc::test::random_weights<double>(c, 4);
-    const auto s = vitc::test::random_weights<double>(c, 6);  // any statistic
+    const auto c = vitc::test::tiny_config();
+    const auto w = vitc::test::nontrivial_weights<double>(c, 4);
+    const auto s = vitc::test::nontrivial_weights<double>(c, 6);  // any statistic
     const ViTGraph g = vit_graph(c);
     const auto wt = param_tensors(w), st = param_tensors(s);
     const int mlp = g.graph.find_group("blocks.1.mlp.hidden");

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "prune_test_util.hpp"
+#include "../model/vit_test_util.hpp"
 #include "vitcompress/prune/vit_graph.hpp"
 
 using namespace vitc::prune;
@@ -26,7 +26,7 @@ std::set<std::string> member_names(const DependencyGraph& g, const Group& grp) {
 
 TEST_SUITE("prune") {
   TEST_CASE("ViT graph: exactly the expected groups") {
-    const auto config = vitc::test::uneven_config();
+    const auto config = vitc::test::tiny_config();
     const ViTGraph vg = vit_graph(config);
     const DependencyGraph& g = vg.graph;
     std::vector<std::string> names;
@@ -75,7 +75,7 @@ TEST_SUITE("prune") {
   }
 
   TEST_CASE("ViT graph: members of each group") {
-    const ViTGraph vg = vit_graph(vitc::test::uneven_config());
+    const ViTGraph vg = vit_graph(vitc::test::tiny_config());
     const DependencyGraph& g = vg.graph;
     CHECK(member_names(g, g.group("blocks.0.mlp.hidden")) ==
           std::set<std::string>{"blocks.0.mlp.fc1.weight/0", "blocks.0.mlp.fc1.bias/0",
@@ -128,7 +128,7 @@ TEST_SUITE("prune") {
   }
 
   TEST_CASE("Shrink on a ViT: sizes, counts and the pruned config agree") {
-    const auto config = vitc::test::uneven_config();
+    const auto config = vitc::test::tiny_config();
     const ViTGraph vg = vit_graph(config);
     const DependencyGraph& g = vg.graph;
     DependencyGraph::Shrink s(g);

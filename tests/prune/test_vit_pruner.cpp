@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "prune_test_util.hpp"
+#include "../model/vit_test_util.hpp"
 #include "vitcompress/model/vit_checkpoint.hpp"
 #include "vitcompress/model/vit_forward.hpp"
 #include "vitcompress/prune/pruner.hpp"
@@ -98,7 +98,7 @@ TEST_SUITE("prune") {
   TEST_CASE_TEMPLATE("removing zero-importance heads, head dims and MLP units keeps the logits", T,
                      double, float) {
     const auto c = config3();
-    auto w = vitc::test::random_weights<T>(c, 7);
+    auto w = vitc::test::nontrivial_weights<T>(c, 7);
     zero_head(w, 0, 2);
     zero_head(w, 1, 0);
     zero_head(w, 1, 3);
@@ -144,7 +144,7 @@ TEST_SUITE("prune") {
 
   TEST_CASE("the ranking pruner removes exactly the zero units at the matching ratio") {
     auto c = model::ViTConfig::uniform(8, 4, 2, 16, 2, 4, 16, 5);
-    auto w = vitc::test::random_weights<double>(c, 3);
+    auto w = vitc::test::nontrivial_weights<double>(c, 3);
     zero_head(w, 0, 1);
     zero_head(w, 1, 2);
     for (Index u : {0, 3, 8, 12}) zero_neuron(w, 0, u);
@@ -163,7 +163,7 @@ TEST_SUITE("prune") {
 
   TEST_CASE("a zero-importance block is removed whole and the logits stay") {
     const auto c = config3();
-    auto w = vitc::test::random_weights<double>(c, 9);
+    auto w = vitc::test::nontrivial_weights<double>(c, 9);
     w.blocks[1].qkv.weight.fill(0);
     w.blocks[1].proj.weight.fill(0);
     w.blocks[1].proj.bias.fill(0);
@@ -189,7 +189,7 @@ TEST_SUITE("prune") {
 
   TEST_CASE("a pruned checkpoint reloads with its own sizes and runs") {
     const auto c = config3();
-    const auto w = vitc::test::random_weights<float>(c, 21);
+    const auto w = vitc::test::nontrivial_weights<float>(c, 21);
     const ViTGraph g = vit_graph(c);
     PruneOptions o;
     o.ratio = 0.4;
@@ -217,7 +217,7 @@ TEST_SUITE("prune") {
 
   TEST_CASE("apply_pruning rejects weights of another config") {
     const auto c = config3();
-    const auto w = vitc::test::random_weights<float>(c, 1);
+    const auto w = vitc::test::nontrivial_weights<float>(c, 1);
     const ViTGraph other = vit_graph(model::ViTConfig::uniform(8, 4, 2, 16, 2, 4, 16, 5));
     PruningPlan plan;
     plan.removed.resize(other.graph.groups().size());
