@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 // End-to-end latency of the integer engine beside the float forward, in one binary so that both
-// run in the same session: vit/<model>/<fp32|int8>/b<batch>/t<threads>.
+// run in the same session: vit/<model>/<fp32|int8|int4>/b<batch>/t<threads>.
 //
 //   model    shipped (models/fashion_mnist_vit.safetensors when present, otherwise its config with
 //            random weights), deit_tiny, deit_small, deit_base (224x224, patch 16, random
 //            weights from a fixed seed)
-//   fp32     model::vit_forward (the float baseline)
+//   fp32     model::PackedViT (weights packed once, kernels::gemm_f32; the float baseline)
 //   int8     engine::IntViT<> (w8a8, default policies, runtime-dispatched kernels), built from a
 //            FakeQuantViT calibrated on two random N(0, 1) images (latency does not depend on
 //            the calibration; accuracy is measured by tests/engine)
+//   int4     the same engine on a w4a8 simulation: qkv, proj, fc1, fc2 weights 4-bit per
+//            channel (kernels::gemm_int4), patch embedding and head 8-bit
 //   batch    1, 8;  threads 1, 2 (a ThreadPool)
 //
 // Counters: images/s (rate), GMACs per image. Setup (weights, calibration, packing, buffers) and
@@ -21,6 +23,7 @@
 #include <string>
 
 #include "vitcompress/engine/int_vit.hpp"
+#include "vitcompress/model/packed_vit.hpp"
 #include "vitcompress/model/vit_checkpoint.hpp"
 #include "vitcompress/model/vit_forward.hpp"
 #include "vitcompress/quant/fake_quant_vit.hpp"
@@ -58,13 +61,14 @@ Tensor<float, 4> random_images(const model::ViTConfig& c, Index batch, std::uint
   return images;
 }
 
-// A w8a8 simulation calibrated through its hooks on two random images (any channel count).
-const vitc::quant::FakeQuantViT& calibrated_for(const std::string& name) {
+// A w8a8 (or `config`) simulation calibrated through its hooks on two random images.
+const vitc::quant::FakeQuantViT& calibrated_for(const std::string& name,
+                                                const std::string& config = "w8a8") {
   static std::map<std::string, std::unique_ptr<vitc::quant::FakeQuantViT>> cache;
-  auto& slot = cache[name];
+  auto& slot = cache[name + "/" + config];
   if (!slot) {
     slot = std::make_unique<vitc::quant::FakeQuantViT>(weights_for(name),
-                                                       vitc::quant::QuantConfig::named("w8a8"));
+                                                       vitc::quant::QuantConfig::named(config));
     auto& fq = *slot;
     fq.quantize_weights();
     const auto& c = fq.master_weights().config;
@@ -91,18 +95,19 @@ void bench_fp32(benchmark::State& state, const std::string& name, Index batch, i
   const auto images = random_images(c, batch, 7);
   Tensor<float, 2> logits({batch, c.num_classes});
   vitc::ThreadPool pool(threads);
-  model::ViTWorkspace<float> ws;
-  model::vit_forward(w, images.cview(), logits.view(), ws, &pool);
+  model::PackedViT net(w);
+  net.forward(images.cview(), logits.view(), &pool);
   for (auto _ : state) {
-    model::vit_forward(w, images.cview(), logits.view(), ws, &pool);
+    net.forward(images.cview(), logits.view(), &pool);
     benchmark::DoNotOptimize(logits.data());
     benchmark::ClobberMemory();
   }
   set_counters(state, c, batch);
 }
 
-void bench_int8(benchmark::State& state, const std::string& name, Index batch, int threads) {
-  const auto& fq = calibrated_for(name);
+void bench_engine(benchmark::State& state, const std::string& name, const std::string& config,
+                  Index batch, int threads) {
+  const auto& fq = calibrated_for(name, config);
   const auto& c = fq.master_weights().config;
   const auto images = random_images(c, batch, 7);
   Tensor<float, 2> logits({batch, c.num_classes});
@@ -122,7 +127,7 @@ void register_all() {
   for (const char* name : {"shipped", "deit_tiny", "deit_small", "deit_base"})
     for (int batch : {1, 8})
       for (int threads : {1, 2})
-        for (const char* prec : {"fp32", "int8"}) {
+        for (const char* prec : {"fp32", "int8", "int4"}) {
           const std::string label = std::string("vit/") + name + "/" + prec + "/b" +
                                     std::to_string(batch) + "/t" + std::to_string(threads);
           auto* b = benchmark::RegisterBenchmark(label.c_str(), [name = std::string(name),
@@ -131,7 +136,7 @@ void register_all() {
                       if (prec == "fp32")
                         bench_fp32(state, name, batch, threads);
                       else
-                        bench_int8(state, name, batch, threads);
+                        bench_engine(state, name, prec == "int8" ? "w8a8" : "w4a8", batch, threads);
                     })->Unit(benchmark::kMillisecond);
           if (threads > 1) b->UseRealTime();
         }

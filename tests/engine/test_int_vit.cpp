@@ -101,6 +101,7 @@ struct Fixture {
   RandomImages calib{96, 16, 11};
   RandomImages test{48, 16, 12};
   quant::FakeQuantViT fq = calibrated(small_config(), calib.labeled());
+  quant::FakeQuantViT fq4 = calibrated(small_config(), calib.labeled(), "w4a8");
   Tensor<float, 4> x = image_batch(test.labeled(), 0, 48);
 };
 Fixture& fixture() {
@@ -109,18 +110,67 @@ Fixture& fixture() {
 }
 
 template <class Gemm, class Softmax, class Gelu>
-void check_arch_matches_scalar(const char* what) {
+void check_arch_matches_scalar(const char* what, bool w4 = false) {
   using Arch = typename Gemm::arch;
   if (!Arch::available()) {
     MESSAGE("arch ", Arch::kName, " not available on this CPU; skipped");
     return;
   }
   auto& f = fixture();
+  const quant::FakeQuantViT& fq = w4 ? f.fq4 : f.fq;
   engine::IntViT<engine::gemm::Int8<arch::Scalar>, Softmax, engine::norm::IntLayerNorm, Gelu> ref(
-      f.fq, 48);
-  engine::IntViT<Gemm, Softmax, engine::norm::IntLayerNorm, Gelu> eng(f.fq, 48);
+      fq, 48);
+  engine::IntViT<Gemm, Softmax, engine::norm::IntLayerNorm, Gelu> eng(fq, 48);
   INFO(what, " arch ", Arch::kName);
   CHECK(bit_identical(run(ref, f.x), run(eng, f.x)));
+}
+
+// The shipped model on the Fashion-MNIST test set, one configuration: top-1 of the engine within
+// 0.3 points of the simulation. VITC_ENGINE_EVAL_IMAGES sets the number of test images (default
+// 1000; 10000 for the README figure).
+void shipped_agreement(const char* config) {
+  const std::filesystem::path model_path =
+      std::filesystem::path(VITC_SOURCE_DIR) / "models" / "fashion_mnist_vit.safetensors";
+  io::Dataset train, test;
+  try {
+    train = io::load_fashion_mnist(io::Split::kTrain);
+    test = io::load_fashion_mnist(io::Split::kTest);
+  } catch (const Error& e) {
+    MESSAGE("Fashion-MNIST not available (", e.what(), "); skipped");
+    return;
+  }
+  Index n = 1000;
+  if (const char* env = std::getenv("VITC_ENGINE_EVAL_IMAGES")) n = std::atoi(env);
+  n = std::clamp<Index>(n, 1, test.images.extent(0));
+  quant::FakeQuantViT fq(model::load_vit<float>(model_path.string()),
+                         quant::QuantConfig::named(config));
+  fq.quantize_weights();
+  fq.calibrate({train.images.cview(), train.labels.cview()}, 256, {}, 64);
+  constexpr Index kBatch = 100;
+  engine::IntViT<> eng(fq, kBatch);
+  const model::LabeledImages data{test.images.cview(), test.labels.cview()};
+  Index right_fq = 0, right_eng = 0, same = 0;
+  Tensor<float, 2> zf({kBatch, 10}), ze({kBatch, 10});
+  for (Index start = 0; start < n; start += kBatch) {
+    const Index b = std::min(kBatch, n - start);
+    const auto x = image_batch(data, start, b);
+    auto zfv = zf.view().slice(0, 0, b), zev = ze.view().slice(0, 0, b);
+    fq.predict(x.cview(), zfv);
+    eng.run(x.cview(), zev);
+    for (Index i = 0; i < b; ++i) {
+      const Index pf = argmax_row(zf, i), pe = argmax_row(ze, i);
+      const Index label = test.labels(start + i);
+      right_fq += pf == label;
+      right_eng += pe == label;
+      same += pf == pe;
+    }
+  }
+  const double top1_fq = 100.0 * static_cast<double>(right_fq) / static_cast<double>(n);
+  const double top1_eng = 100.0 * static_cast<double>(right_eng) / static_cast<double>(n);
+  MESSAGE("Fashion-MNIST, first ", n, " test images: fake-quant ", std::string(config), " ",
+          top1_fq, "%, integer engine ", top1_eng, "%, same prediction on ",
+          100.0 * static_cast<double>(same) / static_cast<double>(n), "%");
+  CHECK(std::abs(top1_fq - top1_eng) <= 0.3);
 }
 
 }  // namespace
@@ -131,6 +181,69 @@ TEST_SUITE("engine") {
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("iexp+table");
     check_arch_matches_scalar<G, engine::softmax::Shiftmax, engine::act::IGelu>("shiftmax+igelu");
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::ShiftGelu>("iexp+shiftgelu");
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("w4a8", true);
+  }
+
+  TEST_CASE("w4a8: 4-bit weights packed two per byte, logits close to the simulation") {
+    auto& f = fixture();
+    engine::IntViT<> e8(f.fq, 48), e4(f.fq4, 48);
+    // qkv, proj, fc1, fc2 at 4 bits: those layers' bytes halve (patch embedding and head stay 8).
+    CHECK(e4.weight_bytes() < e8.weight_bytes() * 3 / 4);
+    const auto z = run(e4, f.x);
+    Tensor<float, 2> zf({f.x.extent(0), 10});
+    f.fq4.predict(f.x.cview(), zf.view());
+    Index agree = 0;
+    double err = 0, ref = 0;
+    for (Index i = 0; i < z.extent(0); ++i) {
+      for (Index c = 0; c < z.extent(1); ++c) {
+        err += (z(i, c) - zf(i, c)) * (z(i, c) - zf(i, c));
+        ref += zf(i, c) * zf(i, c);
+      }
+      agree += argmax_row(z, i) == argmax_row(zf, i);
+    }
+    const double rel = std::sqrt(err / ref);
+    MESSAGE("w4a8: relative logit RMS difference ", rel, ", top-1 agreement ",
+            static_cast<double>(agree) / static_cast<double>(z.extent(0)));
+    CHECK(rel < 0.08);
+    CHECK(agree >= 45);
+    // Threads do not change the result.
+    ThreadPool pool(2);
+    engine::IntViT<> par(f.fq4, 48, &pool);
+    CHECK(bit_identical(z, run(par, f.x)));
+  }
+
+  TEST_CASE("a profiled run gives the same logits and times every stage") {
+    auto& f = fixture();
+    engine::IntViT<> eng(f.fq, 48);
+    const auto z = run(eng, f.x);
+    engine::StageProfile prof;
+    Tensor<float, 2> zp({f.x.extent(0), 10});
+    eng.run(f.x.cview(), zp.view(), prof);
+    eng.run(f.x.cview(), zp.view(), prof);
+    CHECK(bit_identical(z, zp));
+    REQUIRE(prof.blocks() == 2);
+    CHECK(prof.runs() == 2);
+    CHECK(prof.at(engine::Stage::kPatchEmbed, -1).calls == 2);
+    CHECK(prof.at(engine::Stage::kHead, -1).calls == 2);
+    CHECK(prof.at(engine::Stage::kNorm1, -1).calls == 0);
+    for (int l = 0; l < 2; ++l)
+      for (int s = static_cast<int>(engine::Stage::kNorm1);
+           s <= static_cast<int>(engine::Stage::kFc2Residual); ++s) {
+        INFO("block ", l, " stage ", engine::stage_name(static_cast<engine::Stage>(s)));
+        CHECK(prof.at(static_cast<engine::Stage>(s), l).calls == 2);
+        CHECK(prof.at(static_cast<engine::Stage>(s), l).ns >= 0);
+      }
+    std::int64_t sum = 0;
+    for (int s = 0; s < engine::kStageCount; ++s)
+      sum += prof.stage_ns(static_cast<engine::Stage>(s));
+    CHECK(sum == prof.total_ns());
+    CHECK(prof.total_ns() == prof.block_ns(-1) + prof.block_ns(0) + prof.block_ns(1));
+    CHECK(prof.total_ns() > 0);
+    // A profile of another depth is reset to this model's.
+    engine::StageProfile other(5);
+    eng.run(f.x.cview(), zp.view(), other);
+    CHECK(other.blocks() == 2);
+    CHECK(other.runs() == 1);
   }
 
   TEST_CASE("auto dispatch, threads and batch size do not change the logits") {
@@ -208,58 +321,18 @@ TEST_SUITE("engine") {
                             quant::QuantConfig::named("w8a8"));
     CHECK_THROWS_WITH_AS(engine::IntViT<>(raw, 1), doctest::Contains("not"), ArgumentError);
     const auto data = f.calib.labeled();
-    for (const char* name : {"w8a8-log2attn", "w4a8"}) {
+    for (const char* name : {"w8a8-log2attn", "w4a4"}) {
       INFO(name);
       auto other = calibrated(small_config(), data, name);
       CHECK_THROWS_AS(engine::IntViT<>(other, 1), ArgumentError);
     }
   }
 
-  // The shipped model on the Fashion-MNIST test set: top-1 of the engine within 0.3 points of the
-  // simulation. VITC_ENGINE_EVAL_IMAGES sets the number of test images (default 1000; 10000 for
-  // the README figure).
+  // The shipped model, w8a8 and w4a8 (shipped_agreement above).
   TEST_CASE("shipped model: engine top-1 within 0.3 points of the fake-quant simulation") {
-    const std::filesystem::path model_path =
-        std::filesystem::path(VITC_SOURCE_DIR) / "models" / "fashion_mnist_vit.safetensors";
-    io::Dataset train, test;
-    try {
-      train = io::load_fashion_mnist(io::Split::kTrain);
-      test = io::load_fashion_mnist(io::Split::kTest);
-    } catch (const Error& e) {
-      MESSAGE("Fashion-MNIST not available (", e.what(), "); skipped");
-      return;
+    for (const char* config : {"w8a8", "w4a8"}) {
+      INFO(std::string(config));
+      shipped_agreement(config);
     }
-    Index n = 1000;
-    if (const char* env = std::getenv("VITC_ENGINE_EVAL_IMAGES")) n = std::atoi(env);
-    n = std::clamp<Index>(n, 1, test.images.extent(0));
-    quant::FakeQuantViT fq(model::load_vit<float>(model_path.string()),
-                           quant::QuantConfig::named("w8a8"));
-    fq.quantize_weights();
-    fq.calibrate({train.images.cview(), train.labels.cview()}, 256, {}, 64);
-    constexpr Index kBatch = 100;
-    engine::IntViT<> eng(fq, kBatch);
-    const model::LabeledImages data{test.images.cview(), test.labels.cview()};
-    Index right_fq = 0, right_eng = 0, same = 0;
-    Tensor<float, 2> zf({kBatch, 10}), ze({kBatch, 10});
-    for (Index start = 0; start < n; start += kBatch) {
-      const Index b = std::min(kBatch, n - start);
-      const auto x = image_batch(data, start, b);
-      auto zfv = zf.view().slice(0, 0, b), zev = ze.view().slice(0, 0, b);
-      fq.predict(x.cview(), zfv);
-      eng.run(x.cview(), zev);
-      for (Index i = 0; i < b; ++i) {
-        const Index pf = argmax_row(zf, i), pe = argmax_row(ze, i);
-        const Index label = test.labels(start + i);
-        right_fq += pf == label;
-        right_eng += pe == label;
-        same += pf == pe;
-      }
-    }
-    const double top1_fq = 100.0 * static_cast<double>(right_fq) / static_cast<double>(n);
-    const double top1_eng = 100.0 * static_cast<double>(right_eng) / static_cast<double>(n);
-    MESSAGE("Fashion-MNIST, first ", n, " test images: fake-quant w8a8 ", top1_fq,
-            "%, integer engine ", top1_eng, "%, same prediction on ",
-            100.0 * static_cast<double>(same) / static_cast<double>(n), "%");
-    CHECK(std::abs(top1_fq - top1_eng) <= 0.3);
   }
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// engine::IntViT: a w8a8-quantized ViT run end to end in integer arithmetic.
+// engine::IntViT: a w8a8- or w4a8-quantized ViT run end to end in integer arithmetic.
 //
 // Why: the fake-quant simulation (quant/fake_quant_vit.hpp) says what accuracy a quantized ViT
 // keeps; this engine is that model deployed. Between the quantization of the input patches and the
@@ -8,16 +8,21 @@
 // kernel (kernels/): nothing is float inside, so the speed of int8 arithmetic is real, and so is
 // the accuracy the simulation promised (up to the integer approximations listed under "Gaps").
 //
-// Built from a calibrated FakeQuantViT (weights quantized, activations calibrated) of the w8a8
-// shape (QuantConfig::named("w8a8"), or any custom config with the same point kinds):
-//   weights        Symmetric 8-bit, per output channel (or per tensor);
+// Built from a calibrated FakeQuantViT (weights quantized, activations calibrated) of the w8a8 or
+// w4a8 shape (QuantConfig::named("w8a8") / named("w4a8"), or any custom config with the same
+// point kinds):
+//   weights        Symmetric 8-bit or 4-bit, per output channel (or per tensor), chosen per
+//                  layer: 4-bit layers run kernels::gemm_int4 on weights packed two per byte,
+//                  their scales folded into the same per-channel requantization as int8's;
 //   activations    Asymmetric 8-bit per tensor at patch_input, qkv_input, query, proj_input,
 //                  fc1_input, fc2_input, head_input; Symmetric 8-bit per tensor at key, value;
 //                  Asymmetric 8-bit (linear) at attention_probs;
 //   residual       Asymmetric 8-bit per tensor, with or without FQ-ViT's power-of-two factors
 //                  (PTF), at block_input, mlp_residual, final_norm_input.
-// Anything else (4-bit weights, log2 attention, fp16, per-group scales) throws ArgumentError
-// naming the point: those engine paths are not built yet.
+// Anything else (log2 attention, fp16, per-group weight scales, 4-bit activations) throws
+// ArgumentError naming the point: those engine paths are not built. (Per-group scales: each
+// group's int32 partial sum would need its own fixed-point ratio s_g/s_ref before the sum, an
+// integer path the 4-bit kernel does not expose; it sums the groups in float.)
 //
 // The computation, per image (T tokens, D channels; codes q at scale s and zero point z mean
 // s·(q − z); the residual stream is stored as int16 r_c = q_c − z, channel c at scale s·2^α_c):
@@ -29,8 +34,10 @@
 //             output pipelines (bias, per-channel fixed-point multiplier, zero point, clamp)
 //             Q·Kᵀ exact in int32 (scale s_q·s_k/√d), integer softmax → uint8 P (scale 1/255)
 //             P·V exact in int32, fixed-point requantization to proj_input codes
-//             (Q·Kᵀ and P·V are engine loops, detail/int_vit_ops.hpp: vpdpwssd on the
-//             Avx512Vnni and Auto paths of an AVX-512 VNNI CPU, portable loops otherwise)
+//             (both through kernels::gemm_int8 with activations on both sides: per (image,
+//             head), the head's K is packed as the B operand Kᵀ and V as B, a copy of
+//             t·d_head bytes, PackedWeightsInt8::repack; P·V's requantization is the GEMM's
+//             fused output pipeline)
 //             proj GEMM (int32); r ← requantize(acc·s + r_in·s_in + bias) to mlp_residual codes
 //             Int-LayerNorm → fc1_input codes; fc1 GEMM + GELU policy → fc2_input codes
 //             fc2 GEMM (int32); r ← requantize(acc·s + r·s_mid + bias) to the next residual codes
@@ -55,18 +62,20 @@
 //     simulation rounds float sums: codes can differ by one at near-ties.
 // tests/engine measures the agreement; the top-1 difference on Fashion-MNIST is in the README.
 //
-// Run time: weights are quantized and packed once at construction, every buffer is allocated once
-// for batches up to max_batch, and run() allocates nothing itself and does no float arithmetic
-// between the input quantization and the logit dequantization. (The int8 GEMM kernel allocates a
-// per-call scratch for its packed A operand: kernels/gemm_int8.hpp.) Threads: the ThreadPool given
-// splits GEMM columns, LayerNorm rows and (image, head) attention items; results do not depend on
-// the number of threads. One IntViT is not safe to run from two threads at once (its buffers).
+// Run time: weights are quantized and packed once at construction, every buffer (including the
+// GEMMs' scratch, a kernels::GemmWorkspace reserved for the largest call, and one per attention
+// chunk) is allocated once for batches up to max_batch, and run() allocates nothing and does no
+// float arithmetic between the input quantization and the logit dequantization. Threads: the
+// ThreadPool given splits GEMM columns, LayerNorm rows and (image, head) attention items; results
+// do not depend on the number of threads. One IntViT is not safe to run from two threads at once
+// (its buffers). run(images, logits, profile) also times every stage (engine/stage_profile.hpp).
 //
 // Errors: an uncalibrated or unsupported FakeQuantViT throws ArgumentError naming the point;
 // run() throws ShapeError for images or logits of the wrong shape, ArgumentError for a batch
 // above max_batch or a non-finite input value, before any computation.
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -82,11 +91,14 @@
 #include "vitcompress/core/tensor.hpp"
 #include "vitcompress/engine/detail/int_vit_ops.hpp"
 #include "vitcompress/engine/policies.hpp"
+#include "vitcompress/engine/stage_profile.hpp"
 #include "vitcompress/kernels/fixed_point.hpp"
 #include "vitcompress/kernels/gelu_int.hpp"
+#include "vitcompress/kernels/gemm_int4_packed.hpp"
 #include "vitcompress/kernels/gemm_int8.hpp"
 #include "vitcompress/kernels/layernorm_int.hpp"
 #include "vitcompress/kernels/output_stage.hpp"
+#include "vitcompress/kernels/packed_weights_int4.hpp"
 #include "vitcompress/kernels/packed_weights_int8.hpp"
 #include "vitcompress/kernels/softmax_int.hpp"
 #include "vitcompress/model/vit_config.hpp"
@@ -168,10 +180,33 @@ inline ResidualPoint residual_point(const quant::FakeQuantViT& fq, model::HookSi
   return r;
 }
 
-// A quantized weight: int8 codes [out, in] and one scale per output row.
+// A quantized weight: codes [out, in] (8-bit, or 4-bit values in [−8, 7]) and one scale per
+// output row.
 struct QuantWeight {
   Tensor<std::int8_t, 2> codes;
   std::vector<float> scales;
+  int bits = 8;
+};
+
+// The packed B operand of one linear layer: int8, or signed 4-bit two per byte (per-channel
+// scales, which the caller folds into its output pipeline as for int8).
+struct LinearWeights {
+  kernels::PackedWeightsInt8 w8;
+  kernels::PackedWeightsInt4 w4;
+  bool int4 = false;
+
+  // From codes given as a K×N view (any strides) and the N per-column scales.
+  static LinearWeights pack(TensorView<const std::int8_t, 2> b, const std::vector<float>& scales,
+                            int bits) {
+    LinearWeights w;
+    w.int4 = bits == 4;
+    if (w.int4)
+      w.w4 = kernels::PackedWeightsInt4(b, scales, 0);
+    else
+      w.w8 = kernels::PackedWeightsInt8(b);
+    return w;
+  }
+  [[nodiscard]] Index bytes() const noexcept { return int4 ? w4.bytes() : w8.bytes(); }
 };
 
 inline QuantWeight quantize_weight(const quant::FakeQuantViT& fq, quant::WeightKind kind,
@@ -184,13 +219,16 @@ inline QuantWeight quantize_weight(const quant::FakeQuantViT& fq, quant::WeightK
   const auto& s = wp->spec;
   const bool per_row =
       s.granularity.kind == quant::GranularityKind::kChannel && s.granularity.axis == 0;
-  if (s.scheme.kind != quant::SchemeKind::kSymmetric || s.scheme.bits != 8 ||
+  if (s.scheme.kind != quant::SchemeKind::kSymmetric ||
+      (s.scheme.bits != 8 && s.scheme.bits != 4) ||
       !(per_row || s.granularity.kind == quant::GranularityKind::kTensor))
     VITC_THROW(ArgumentError("IntViT: weight " + name +
-                             " must be symmetric 8-bit per output channel or per tensor"));
+                             " must be symmetric 8-bit or 4-bit per output channel or per tensor "
+                             "(per-group scales are not in the engine)"));
   if (!wp->ready) VITC_THROW(ArgumentError("IntViT: weight " + name + " is not quantized"));
   const auto view = quant::FakeQuantViT::weight_view(fq.master_weights(), kind, block);
   QuantWeight q;
+  q.bits = s.scheme.bits;
   q.codes = Tensor<std::int8_t, 2>({view.extent(0), view.extent(1)});
   quant::quantize<std::int8_t>(view, wp->params, q.codes.view(), name);
   q.scales.resize(static_cast<std::size_t>(view.extent(0)));
@@ -250,12 +288,12 @@ class IntViT {
       VITC_THROW(ArgumentError("IntViT: fp16 'other_params' are not supported"));
     build(fq);
     allocate();
-    // Attention's Q·Kᵀ and P·V run on AVX-512 (vpdpwssd) on the Avx512Vnni path, and on the Auto
-    // path when the CPU has it; portable loops otherwise. Both are exact, hence identical.
+    // The GELU table lookup gathers on AVX-512 on the Avx512Vnni path, and on the Auto path when
+    // the CPU has it (exact either way: a table load).
     if constexpr (std::is_same_v<Arch, kernels::arch::Avx512Vnni>)
-      avx512_attention_ = true;
+      avx512_ = true;
     else if constexpr (std::is_same_v<Arch, kernels::arch::Auto>)
-      avx512_attention_ = kernels::arch::best_arch() == kernels::arch::ArchId::kAvx512Vnni;
+      avx512_ = kernels::arch::best_arch() == kernels::arch::ArchId::kAvx512Vnni;
   }
 
   [[nodiscard]] const model::ViTConfig& config() const noexcept { return config_; }
@@ -273,13 +311,14 @@ class IntViT {
 
   // logits [B, classes] of images [B, C, H, W] (normalized as for the float model), B <= max_batch.
   void run(TensorView<const float, 4> images, TensorView<float, 2> logits) {
-    check_io(images, logits);
-    const Index batch = images.extent(0);
-    quantize_input(images, batch);
-    patch_embed(batch);
-    const int depth = static_cast<int>(blocks_.size());
-    for (int l = 0; l < depth; ++l) block(l, batch, l == depth - 1);
-    head(batch, logits);
+    run_impl<false>(images, logits, nullptr);
+  }
+  // The same, adding the time of every stage to `profile` (engine/stage_profile.hpp; reset to this
+  // model's depth when it has another). The plain run() compiles the timing out.
+  void run(TensorView<const float, 4> images, TensorView<float, 2> logits, StageProfile& profile) {
+    const int depth = static_cast<int>(config_.blocks.size());
+    if (profile.blocks() != depth) profile.reset(depth);
+    run_impl<true>(images, logits, &profile);
   }
   // Same as run(), under the name the evaluation loops use.
   void predict(TensorView<const float, 4> images, TensorView<float, 2> logits) {
@@ -296,12 +335,14 @@ class IntViT {
                                   kernels::OutputSaturatingCast<std::int16_t>>;
   using Fc1KernelPipe = std::tuple<kernels::OutputBiasAdd, kernels::OutputRequantizePerChannel>;
   using HeadPipe = std::tuple<kernels::OutputBiasAdd, kernels::OutputDequantizePerChannel>;
+  using PvPipe = std::tuple<kernels::OutputRequantize, kernels::OutputAddZeroPoint,
+                            kernels::OutputSaturatingCast<std::uint8_t>>;
   using GeluKernel = typename detail::GeluKernelOf<Gelu>::type;
 
   struct Block {
     Index heads = 0, dqk = 0, dv = 0, hidden = 0;
     kernels::LayerNormParams ln1, ln2;
-    kernels::PackedWeightsInt8 wq, wkv, wproj, wfc1, wfc2;
+    detail::LinearWeights wq, wkv, wproj, wfc1, wfc2;
     quant::RequantParams rq_q, rq_kv, rq_fc1;
     std::int32_t ln1_zp = 0, ln2_zp = 0;  // GEMM zero points of the int8 LayerNorm outputs
     std::int32_t q_zp = 0, proj_zp = 0, fc2_zp = 0;
@@ -375,7 +416,7 @@ class IntViT {
     patch_in_ = detail::asym_point(fq, HookSite::kPatchInput, -1);
     {
       auto pw = detail::quantize_weight(fq, WeightKind::kPatchEmbed, -1);
-      patch_w_ = kernels::PackedWeightsInt8::from_out_in(pw.codes.cview());
+      patch_w_ = detail::LinearWeights::pack(pw.codes.cview().transposed(), pw.scales, pw.bits);
       const auto r0 = detail::residual_point(fq, HookSite::kBlockInput, 0, d);
       std::vector<double> out_scale(static_cast<std::size_t>(d));
       for (Index c = 0; c < d; ++c)
@@ -437,8 +478,12 @@ class IntViT {
       b.ln1 = detail::layernorm_to_asym(bw.norm1, r_in, qkv_in, eps);
       b.ln1_zp = qkv_in.zero_point - 128;
       auto wqkv = detail::quantize_weight(fq, WeightKind::kQkv, l);
-      b.wq = kernels::PackedWeightsInt8(wqkv.codes.cview().slice(0, 0, qk).transposed());
-      b.wkv = kernels::PackedWeightsInt8(wqkv.codes.cview().slice(0, qk, rows).transposed());
+      b.wq = detail::LinearWeights::pack(
+          wqkv.codes.cview().slice(0, 0, qk).transposed(),
+          std::vector<float>(wqkv.scales.begin(), wqkv.scales.begin() + qk), wqkv.bits);
+      b.wkv = detail::LinearWeights::pack(
+          wqkv.codes.cview().slice(0, qk, rows).transposed(),
+          std::vector<float>(wqkv.scales.begin() + qk, wqkv.scales.end()), wqkv.bits);
       const std::span<const float> ws(wqkv.scales), bias(bw.qkv.bias.data(), rows);
       b.rq_q = quant::make_requant_params(qkv_in.scale, ws.subspan(0, qk), bias.subspan(0, qk),
                                           q_pt.scale, q_pt.zero_point, qk, at + " query");
@@ -468,7 +513,7 @@ class IntViT {
       // proj + residual → mlp_residual codes.
       {
         auto wp = detail::quantize_weight(fq, WeightKind::kProj, l);
-        b.wproj = kernels::PackedWeightsInt8::from_out_in(wp.codes.cview());
+        b.wproj = detail::LinearWeights::pack(wp.codes.cview().transposed(), wp.scales, wp.bits);
         std::vector<double> in_s(static_cast<std::size_t>(d)), out_s(static_cast<std::size_t>(d));
         for (std::size_t c = 0; c < out_s.size(); ++c) {
           in_s[c] = r_in.channel_scale(c);
@@ -486,7 +531,7 @@ class IntViT {
       double fc2_scale = fc2_in.scale;
       {
         auto w1 = detail::quantize_weight(fq, WeightKind::kFc1, l);
-        b.wfc1 = kernels::PackedWeightsInt8::from_out_in(w1.codes.cview());
+        b.wfc1 = detail::LinearWeights::pack(w1.codes.cview().transposed(), w1.scales, w1.bits);
         const std::span<const float> b1(bw.fc1.bias.data(), static_cast<std::size_t>(b.hidden));
         const double lo = -fc2_in.zero_point * double{fc2_in.scale};
         const double hi = (255 - fc2_in.zero_point) * double{fc2_in.scale};
@@ -497,7 +542,7 @@ class IntViT {
           b.rq_fc1 =
               quant::make_requant_params(fc1_in.scale, w1.scales, b1, static_cast<float>(g_scale),
                                          0, static_cast<std::size_t>(b.hidden), at + " fc1");
-          b.gelu_table.resize(65536);
+          b.gelu_table.assign(65536 + 4, 0);  // + 4: the AVX-512 gather reads 4 bytes
           for (int code = -32768; code < 32768; ++code) {
             const float x = static_cast<float>(code * g_scale);
             const float g = 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752440f));
@@ -523,7 +568,7 @@ class IntViT {
       // fc2 + residual → the next residual codes.
       {
         auto w2 = detail::quantize_weight(fq, WeightKind::kFc2, l);
-        b.wfc2 = kernels::PackedWeightsInt8::from_out_in(w2.codes.cview());
+        b.wfc2 = detail::LinearWeights::pack(w2.codes.cview().transposed(), w2.scales, w2.bits);
         std::vector<double> in_s(static_cast<std::size_t>(d)), out_s(static_cast<std::size_t>(d));
         for (std::size_t c = 0; c < out_s.size(); ++c) {
           in_s[c] = r_mid.channel_scale(c);
@@ -543,7 +588,7 @@ class IntViT {
       final_ln_ = detail::layernorm_to_asym(w.norm, r_fin, head_in, eps);
       head_zp_ = head_in.zero_point - 128;
       auto wh = detail::quantize_weight(fq, WeightKind::kHead, -1);
-      head_w_ = kernels::PackedWeightsInt8::from_out_in(wh.codes.cview());
+      head_w_ = detail::LinearWeights::pack(wh.codes.cview().transposed(), wh.scales, wh.bits);
       const auto classes = static_cast<std::size_t>(config_.num_classes);
       auto rq = quant::make_requant_params(head_in.scale, wh.scales, {w.head.bias.data(), classes},
                                            1.0f, 0, classes, "IntViT: head");
@@ -579,8 +624,19 @@ class IntViT {
     probs_ = Tensor<std::uint8_t, 2>({nt, s.t * s.t});
     Index dqk = 1;
     for (const auto& bc : config_.blocks) dqk = std::max(dqk, bc.qk_head_dim);
-    kt_ = Tensor<std::int16_t, 2>({nt, detail::attention_scratch(s.t, dqk, dv)});
     attn_threads_ = nt;
+    // Scratch sized once for every GEMM run() makes: no allocation inside run().
+    Index kmax = std::max({s.pd, s.d, vdim, hidden});
+    ws_.reserve(m, kmax, std::max({kv, qk, hidden, s.d, config_.num_classes}));
+    attn_ws_.resize(static_cast<std::size_t>(nt));
+    kpack_.clear();
+    vpack_.clear();
+    for (int c = 0; c < nt; ++c) {
+      attn_ws_[static_cast<std::size_t>(c)].reserve(s.t, std::max(s.t, dqk), std::max(s.t, dv));
+      kpack_.push_back(kernels::PackedWeightsInt8::reserved(dqk, s.t));
+      vpack_.push_back(kernels::PackedWeightsInt8::reserved(s.t, dv));
+    }
+    attn_ns_.assign(static_cast<std::size_t>(nt), {});
   }
 
   [[nodiscard]] int threads() const noexcept { return pool_ ? pool_->num_threads() : 1; }
@@ -597,28 +653,70 @@ class IntViT {
           const Index b = r / s.np, py = (r % s.np) / s.grid, px = r % s.grid;
           std::uint8_t* out = patches_.data() + r * s.pd;
           for (Index c = 0; c < c_in; ++c)
-            for (Index ky = 0; ky < s.patch; ++ky)
+            for (Index ky = 0; ky < s.patch; ++ky) {
+              // One row of the patch: contiguous pixels (stride sx), the simulation's formula.
+              const float* src = &images(b, c, py * s.patch + ky, px * s.patch);
+              const Index sx = images.stride(3);
               for (Index kx = 0; kx < s.patch; ++kx)
-                *out++ = static_cast<std::uint8_t>(
+                out[kx] = static_cast<std::uint8_t>(
                     quant::detail::SchemeImpl<quant::SchemeKind::kAsymmetric>::quantize(
-                        images(b, c, py * s.patch + ky, px * s.patch + kx), qp, 8));
+                        src[kx * sx], qp, 8));
+              out += s.patch;
+            }
         }
       });
     });
+  }
+
+  // detail::rescale_row, on AVX-512 when this path has it (the same integers).
+  void rescale_row(const detail::Rescale& r, const std::int32_t* acc, const std::int16_t* x,
+                   const std::int64_t* extra, std::int16_t* out, Index n) const noexcept {
+#if VITC_HAVE_X86_TARGET_KERNELS
+    if (avx512_) {
+      detail::rescale_row_avx512(r, acc, x, extra, out, n);
+      return;
+    }
+#endif
+    detail::rescale_row(r, acc, x, extra, out, n);
+  }
+
+  // C = pipeline((A − zero_point)·W) for a linear layer's weights, int8 or 4-bit.
+  template <class AT, class Pipeline, class OutT, class Pol>
+  void linear(const detail::LinearWeights& w, TensorView<AT, 2> a, std::int32_t zero_point,
+              const Pipeline& pipeline, TensorView<OutT, 2> c, Pol& pol) {
+    if (w.int4)
+      kernels::gemm_int4<Arch>(a, zero_point, w.w4, pipeline, c, pol, &ws_);
+    else
+      kernels::gemm_int8<Arch>(a, zero_point, w.w8, pipeline, c, pol, &ws_);
+  }
+
+  template <bool kProfile>
+  void run_impl(const TensorView<const float, 4>& images, const TensorView<float, 2>& logits,
+                StageProfile* profile) {
+    check_io(images, logits);
+    detail::StageClock<kProfile> clock(profile);
+    const Index batch = images.extent(0);
+    quantize_input(images, batch);
+    patch_embed(batch);
+    clock.mark(Stage::kPatchEmbed, -1);
+    const int depth = static_cast<int>(blocks_.size());
+    for (int l = 0; l < depth; ++l) block(l, batch, l == depth - 1, clock);
+    head(batch, logits);
+    clock.mark(Stage::kHead, -1);
+    if constexpr (kProfile) profile->add_run();
   }
 
   void patch_embed(Index batch) {
     const ViTShape s = shape();
     auto acc = acc_.view().slice(0, 0, batch * s.np).slice(1, 0, s.d);
     with_policy([&](auto& pol) {
-      kernels::gemm_int8<Arch>(patches_.cview().slice(0, 0, batch * s.np), patch_in_.zero_point,
-                               patch_w_, acc, pol);
+      linear(patch_w_, patches_.cview().slice(0, 0, batch * s.np), patch_in_.zero_point,
+             kernels::RawInt32{}, acc, pol);
       pol.parallel_for(batch * s.np, 8, [&](ParallelIndex r0, ParallelIndex r1) {
         for (Index r = r0; r < r1; ++r) {
           const Index b = r / s.np, p = r % s.np;
-          detail::rescale_row(patch_rescale_, acc.data() + r * acc.stride(0), nullptr,
-                              patch_const_.data() + p * s.d, res_.data() + (b * s.t + 1 + p) * s.d,
-                              s.d);
+          rescale_row(patch_rescale_, acc.data() + r * acc.stride(0), nullptr,
+                      patch_const_.data() + p * s.d, res_.data() + (b * s.t + 1 + p) * s.d, s.d);
         }
       });
     });
@@ -627,7 +725,57 @@ class IntViT {
                   static_cast<std::size_t>(s.d) * sizeof(std::int16_t));
   }
 
-  void block(int l, Index batch, bool cls_only) {
+  // Attention of every (image, head) of block b: Q·Kᵀ and P·V through the int8 GEMM with the
+  // head's K (as Kᵀ) or V packed per item as the B operand; items round-robin over the chunks,
+  // each with its own scratch.
+  template <class Clock, class Pol>
+  void attention(const Block& b, Index batch, bool cls_only, Pol& pol) {
+    const ViTShape s = shape();
+    const Index t = s.t, qk = b.heads * b.dqk, qt = cls_only ? 1 : t;
+    const Index q_ld = q_.extent(1), kv_ld = kv_.extent(1), out_ld = attn_.extent(1);
+    const Index items = batch * b.heads;
+    const Index chunks = std::min<Index>(items, attn_threads_);
+    const PvPipe pvpipe{{b.pv}, {b.proj_zp}, {}};
+    pol.parallel_for(chunks, 1, [&](ParallelIndex c0, ParallelIndex c1) {
+      for (Index c = c0; c < c1; ++c) {
+        const auto cs = static_cast<std::size_t>(c);
+        const TensorView<std::int32_t, 2> scores(scores_.data() + c * scores_.extent(1), {qt, t});
+        const TensorView<std::uint8_t, 2> probs(probs_.data() + c * probs_.extent(1), {qt, t});
+        kernels::GemmWorkspace& ws = attn_ws_[cs];
+        kernels::PackedWeightsInt8& kp = kpack_[cs];
+        kernels::PackedWeightsInt8& vp = vpack_[cs];
+        Sequential seq;
+        std::array<std::int64_t, 3> ns{};
+        for (Index item = c; item < items; item += chunks) {
+          const Index img = item / b.heads, h = item % b.heads;
+          const std::int8_t* kv = kv_.data() + img * t * kv_ld;
+          const std::int64_t t0 = Clock::now_ns();
+          kp.repack(TensorView<const std::int8_t, 2>(kv + h * b.dqk, {t, b.dqk}, {kv_ld, 1})
+                        .transposed());
+          const TensorView<const std::uint8_t, 2> qh(q_.data() + img * t * q_ld + h * b.dqk,
+                                                     {qt, b.dqk}, {q_ld, 1});
+          kernels::gemm_int8<Arch>(qh, b.q_zp, kp, kernels::RawInt32{}, scores, seq, &ws);
+          const std::int64_t t1 = Clock::now_ns();
+          kernels::softmax_int<Arch>(b.softmax, TensorView<const std::int32_t, 2>(scores), probs);
+          const std::int64_t t2 = Clock::now_ns();
+          vp.repack(TensorView<const std::int8_t, 2>(kv + qk + h * b.dv, {t, b.dv}, {kv_ld, 1}));
+          const Index out_row = cls_only ? img : img * t;
+          const TensorView<std::uint8_t, 2> out(attn_.data() + out_row * out_ld + h * b.dv,
+                                                {qt, b.dv}, {out_ld, 1});
+          kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(probs), 0, vp, pvpipe, out,
+                                   seq, &ws);
+          const std::int64_t t3 = Clock::now_ns();
+          ns[0] += t1 - t0;
+          ns[1] += t2 - t1;
+          ns[2] += t3 - t2;
+        }
+        if constexpr (Clock::kOn) attn_ns_[cs] = ns;
+      }
+    });
+  }
+
+  template <class Clock>
+  void block(int l, Index batch, bool cls_only, Clock& clock) {
     const Block& b = blocks_[static_cast<std::size_t>(l)];
     const ViTShape s = shape();
     const Index t = s.t, d = s.d, m = batch * t, qk = b.heads * b.dqk, kvn = qk + b.heads * b.dv;
@@ -637,94 +785,77 @@ class IntViT {
       auto res_all = res_.view().slice(0, 0, m);
       auto ln = ln_out_.view().slice(0, 0, m);
       kernels::layernorm_int<Arch>(b.ln1, TensorView<const std::int16_t, 2>(res_all), ln, pol);
+      clock.mark(Stage::kNorm1, l);
       const QPipe qpipe{{b.rq_q.bias}, {b.rq_q.multipliers}, {b.q_zp}, {}};
-      kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(ln), b.ln1_zp, b.wq, qpipe,
-                               q_.view().slice(0, 0, m).slice(1, 0, qk), pol);
+      linear(b.wq, TensorView<const std::int8_t, 2>(ln), b.ln1_zp, qpipe,
+             q_.view().slice(0, 0, m).slice(1, 0, qk), pol);
       const KvPipe kvpipe{{b.rq_kv.bias}, {b.rq_kv.multipliers}, {-127, 127}, {}};
-      kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(ln), b.ln1_zp, b.wkv, kvpipe,
-                               kv_.view().slice(0, 0, m).slice(1, 0, kvn), pol);
+      linear(b.wkv, TensorView<const std::int8_t, 2>(ln), b.ln1_zp, kvpipe,
+             kv_.view().slice(0, 0, m).slice(1, 0, kvn), pol);
+      clock.mark(Stage::kQkv, l);
 
-      // Attention, one item per (image, head), round-robin over the per-thread scratch.
-      const Index items = batch * b.heads;
-      const Index chunks = std::min<Index>(items, attn_threads_);
-      detail::AttentionShape as{
-          t, cls_only ? 1 : t, b.dqk, b.dv, q_.extent(1), kv_.extent(1), attn_.extent(1)};
-      pol.parallel_for(chunks, 1, [&](ParallelIndex c0, ParallelIndex c1) {
-        for (Index c = c0; c < c1; ++c) {
-          std::int32_t* scores = scores_.data() + c * scores_.extent(1);
-          std::uint8_t* probs = probs_.data() + c * probs_.extent(1);
-          for (Index item = c; item < items; item += chunks) {
-            const Index img = item / b.heads, h = item % b.heads;
-            const std::int8_t* kbase = kv_.data() + img * t * as.kv_ld;
-            std::int16_t* kt = kt_.data() + c * kt_.extent(1);
-            const std::uint8_t* qbase = q_.data() + img * t * as.q_ld + h * b.dqk;
-#if VITC_HAVE_X86_TARGET_KERNELS
-            if (avx512_attention_)
-              detail::qk_scores_avx512(as, qbase, b.q_zp, kbase + h * b.dqk, kt, scores);
-            else
-#endif
-              detail::qk_scores(as, qbase, b.q_zp, kbase + h * b.dqk, kt, scores);
-            kernels::softmax_int<Arch>(b.softmax,
-                                       TensorView<const std::int32_t, 2>(scores, {as.qt, t}),
-                                       TensorView<std::uint8_t, 2>(probs, {as.qt, t}));
-            const Index out_row = cls_only ? img : img * t;
-            std::uint8_t* out = attn_.data() + out_row * as.out_ld + h * b.dv;
-#if VITC_HAVE_X86_TARGET_KERNELS
-            if (avx512_attention_)
-              detail::pv_requant_avx512(as, probs, kbase + qk + h * b.dv, b.pv, b.proj_zp, kt, out);
-            else
-#endif
-              detail::pv_requant(as, probs, kbase + qk + h * b.dv, b.pv, b.proj_zp, kt, out);
-          }
-        }
-      });
+      attention<Clock>(b, batch, cls_only, pol);
+      if constexpr (Clock::kOn) {
+        std::array<std::int64_t, 3> sum{};
+        for (const auto& a : attn_ns_)
+          for (std::size_t i = 0; i < 3; ++i) sum[i] += a[i];
+        std::fill(attn_ns_.begin(), attn_ns_.end(), std::array<std::int64_t, 3>{});
+        clock.mark_split(l, std::array<Stage, 3>{Stage::kQk, Stage::kSoftmax, Stage::kPv}, sum);
+      }
 
       // From here on: all tokens, or the class tokens only (rows b·T of the residual).
       const Index mr = cls_only ? batch : m;
       const Index res_ld = cls_only ? t * d : d;
       auto acc = acc_.view().slice(0, 0, mr).slice(1, 0, d);
-      kernels::gemm_int8<Arch>(attn_.cview().slice(0, 0, mr).slice(1, 0, vdim), b.proj_zp, b.wproj,
-                               acc, pol);
+      linear(b.wproj, attn_.cview().slice(0, 0, mr).slice(1, 0, vdim), b.proj_zp,
+             kernels::RawInt32{}, acc, pol);
       pol.parallel_for(mr, 8, [&](ParallelIndex r0, ParallelIndex r1) {
         for (Index r = r0; r < r1; ++r) {
           std::int16_t* x = res_.data() + r * res_ld;
-          detail::rescale_row(b.res_attn, acc.data() + r * acc.stride(0), x, nullptr, x, d);
+          rescale_row(b.res_attn, acc.data() + r * acc.stride(0), x, nullptr, x, d);
         }
       });
+      clock.mark(Stage::kProjResidual, l);
 
       // LayerNorm 2, fc1, GELU, fc2.
       const TensorView<const std::int16_t, 2> res_rows(res_.data(), {mr, d}, {res_ld, 1});
       auto ln2 = ln_out_.view().slice(0, 0, mr);
       kernels::layernorm_int<Arch>(b.ln2, res_rows, ln2, pol);
+      clock.mark(Stage::kNorm2, l);
       auto fc2_in = fc2_in_.view().slice(0, 0, mr).slice(1, 0, b.hidden);
       if constexpr (Gelu::kTable) {
         auto h16 = fc1_out16_.view().slice(0, 0, mr).slice(1, 0, b.hidden);
         const Fc1TablePipe pipe{{b.rq_fc1.bias}, {b.rq_fc1.multipliers}, {}};
-        kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(ln2), b.ln2_zp, b.wfc1, pipe, h16,
-                                 pol);
+        linear(b.wfc1, TensorView<const std::int8_t, 2>(ln2), b.ln2_zp, pipe, h16, pol);
         const std::int8_t* table = b.gelu_table.data() + 32768;
         pol.parallel_for(mr, 4, [&](ParallelIndex r0, ParallelIndex r1) {
           for (Index r = r0; r < r1; ++r) {
             const std::int16_t* in = h16.data() + r * h16.stride(0);
             std::int8_t* out = fc2_in.data() + r * fc2_in.stride(0);
-            for (Index c = 0; c < b.hidden; ++c) out[c] = table[in[c]];
+#if VITC_HAVE_X86_TARGET_KERNELS
+            if (avx512_)
+              detail::table_lookup_avx512(table, in, out, b.hidden);
+            else
+#endif
+              for (Index c = 0; c < b.hidden; ++c) out[c] = table[in[c]];
           }
         });
       } else {
         auto h32 = acc_.view().slice(0, 0, mr).slice(1, 0, b.hidden);
         const Fc1KernelPipe pipe{{b.rq_fc1.bias}, {b.rq_fc1.multipliers}};
-        kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(ln2), b.ln2_zp, b.wfc1, pipe, h32,
-                                 pol);
+        linear(b.wfc1, TensorView<const std::int8_t, 2>(ln2), b.ln2_zp, pipe, h32, pol);
         kernels::gelu_int<Arch>(*b.gelu, TensorView<const std::int32_t, 2>(h32), fc2_in, pol);
       }
-      kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(fc2_in), b.fc2_zp, b.wfc2, acc,
-                               pol);
+      clock.mark(Stage::kFc1Gelu, l);
+      linear(b.wfc2, TensorView<const std::int8_t, 2>(fc2_in), b.fc2_zp, kernels::RawInt32{}, acc,
+             pol);
       pol.parallel_for(mr, 8, [&](ParallelIndex r0, ParallelIndex r1) {
         for (Index r = r0; r < r1; ++r) {
           std::int16_t* x = res_.data() + r * res_ld;
-          detail::rescale_row(b.res_mlp, acc.data() + r * acc.stride(0), x, nullptr, x, d);
+          rescale_row(b.res_mlp, acc.data() + r * acc.stride(0), x, nullptr, x, d);
         }
       });
+      clock.mark(Stage::kFc2Residual, l);
     });
   }
 
@@ -735,8 +866,7 @@ class IntViT {
       auto ln = ln_out_.view().slice(0, 0, batch);
       kernels::layernorm_int<Arch>(final_ln_, cls, ln, pol);
       const HeadPipe pipe{{head_bias_}, {head_scale_}};
-      kernels::gemm_int8<Arch>(TensorView<const std::int8_t, 2>(ln), head_zp_, head_w_, pipe,
-                               logits, pol);
+      linear(head_w_, TensorView<const std::int8_t, 2>(ln), head_zp_, pipe, logits, pol);
     });
   }
 
@@ -744,17 +874,17 @@ class IntViT {
   Index max_batch_ = 1;
   ThreadPool* pool_ = nullptr;
   int attn_threads_ = 1;
-  bool avx512_attention_ = false;
+  bool avx512_ = false;
 
   detail::AsymPoint patch_in_;
-  kernels::PackedWeightsInt8 patch_w_;
+  detail::LinearWeights patch_w_;
   detail::Rescale patch_rescale_;
   Tensor<std::int64_t, 2> patch_const_;
   Tensor<std::int16_t, 1> cls_codes_;
   std::vector<Block> blocks_;
   kernels::LayerNormParams final_ln_;
   std::int32_t head_zp_ = 0;
-  kernels::PackedWeightsInt8 head_w_;
+  detail::LinearWeights head_w_;
   std::vector<std::int32_t> head_bias_;
   std::vector<float> head_scale_;
 
@@ -769,7 +899,11 @@ class IntViT {
   Tensor<std::int8_t, 2> fc2_in_;
   Tensor<std::int32_t, 2> scores_;
   Tensor<std::uint8_t, 2> probs_;
-  Tensor<std::int16_t, 2> kt_;  // per thread: K transposed, or V widened, of one head
+  kernels::GemmWorkspace ws_;                         // the model GEMMs' scratch
+  std::vector<kernels::GemmWorkspace> attn_ws_;       // per attention chunk
+  std::vector<kernels::PackedWeightsInt8> kpack_;     // per chunk: Kᵀ of one head
+  std::vector<kernels::PackedWeightsInt8> vpack_;     // per chunk: V of one head
+  std::vector<std::array<std::int64_t, 3>> attn_ns_;  // per chunk, when profiling
 };
 
 }  // namespace vitc::engine

@@ -7,7 +7,8 @@
 // flags tested per layer, so every combination compiles to straight calls:
 //
 //   IntViT<Gemm, Softmax, Norm, Gelu>
-//     Gemm     gemm::Int8<Arch>         int8 GEMMs on path Arch (kernels/arch.hpp: arch::Auto picks
+//     Gemm     gemm::Int8<Arch>         integer GEMMs (int8, and 4-bit for w4a8 layers) on path
+//                                       Arch (kernels/arch.hpp: arch::Auto picks
 //                                       the fastest at run time; arch::Scalar, XsimdNative, Avx2,
 //                                       Avx512Vnni force one). The same Arch is used by every
 //                                       kernel of the engine (LayerNorm, softmax, GELU), so one

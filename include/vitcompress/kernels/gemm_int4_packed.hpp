@@ -56,7 +56,7 @@ namespace detail {
 template <class Arch, class Native, class AT, class OutT, class Pipeline, class Policy>
 void gemm_int4_entry(const char* fn, TensorView<AT, 2> a, std::int32_t a_zero_point,
                      const PackedWeightsInt4& b, const Pipeline& pipeline, TensorView<OutT, 2> c,
-                     Policy& policy) {
+                     Policy& policy, GemmWorkspace* workspace) {
   using A = std::remove_const_t<AT>;
   static_assert(std::is_same_v<A, std::int8_t> || std::is_same_v<A, std::uint8_t>,
                 "A must hold int8_t or uint8_t");
@@ -90,6 +90,7 @@ void gemm_int4_entry(const char* fn, TensorView<AT, 2> a, std::int32_t a_zero_po
   p.b = &b;
   p.c = c.data();
   p.c_row_stride = c.stride(0);
+  p.ws = workspace;
   if constexpr (std::is_same_v<Arch, arch::Auto>) {
     arch::dispatch<Native>(arch::best_arch<Native>(),
                            [&](auto tag) { gemm_int4_run(tag, p, pipeline, policy); });
@@ -103,7 +104,8 @@ void gemm_int4_entry(const char* fn, TensorView<AT, 2> a, std::int32_t a_zero_po
 template <class Arch = arch::Auto, class Native = arch::XsimdNative, class AT,
           OutputPipeline Pipeline, class OutT, class Policy = Sequential>
 void gemm_int4(TensorView<AT, 2> a, std::int32_t a_zero_point, const PackedWeightsInt4& w,
-               const Pipeline& pipeline, TensorView<OutT, 2> c, Policy&& policy = Policy{}) {
+               const Pipeline& pipeline, TensorView<OutT, 2> c, Policy&& policy = Policy{},
+               GemmWorkspace* workspace = nullptr) {
   static_assert(std::is_same_v<pipeline_output_t<Pipeline>, OutT>,
                 "gemm_int4: C's element type must be the output pipeline's result type");
   if (w.group_size() != 0)
@@ -111,14 +113,17 @@ void gemm_int4(TensorView<AT, 2> a, std::int32_t a_zero_point, const PackedWeigh
                              std::to_string(w.group_size()) + "); use gemm_int4_grouped"));
   validate_pipeline(pipeline, w.cols());
   auto& pol = policy;
-  detail::gemm_int4_entry<Arch, Native>("gemm_int4", a, a_zero_point, w, pipeline, c, pol);
+  detail::gemm_int4_entry<Arch, Native>("gemm_int4", a, a_zero_point, w, pipeline, c, pol,
+                                        workspace);
 }
 
 template <class Arch = arch::Auto, class Native = arch::XsimdNative, class AT,
           class Policy = Sequential>
 void gemm_int4(TensorView<AT, 2> a, std::int32_t a_zero_point, const PackedWeightsInt4& w,
-               TensorView<std::int32_t, 2> c, Policy&& policy = Policy{}) {
-  gemm_int4<Arch, Native>(a, a_zero_point, w, RawInt32{}, c, std::forward<Policy>(policy));
+               TensorView<std::int32_t, 2> c, Policy&& policy = Policy{},
+               GemmWorkspace* workspace = nullptr) {
+  gemm_int4<Arch, Native>(a, a_zero_point, w, RawInt32{}, c, std::forward<Policy>(policy),
+                          workspace);
 }
 
 // Per-group 4-bit weights: float C (see the header comment for the exact evaluation).
@@ -126,7 +131,8 @@ template <class Arch = arch::Auto, class Native = arch::XsimdNative, class AT,
           class Policy = Sequential>
 void gemm_int4_grouped(TensorView<AT, 2> a, std::int32_t a_zero_point, float a_scale,
                        const PackedWeightsInt4& w, std::span<const float> bias,
-                       TensorView<float, 2> c, Policy&& policy = Policy{}) {
+                       TensorView<float, 2> c, Policy&& policy = Policy{},
+                       GemmWorkspace* workspace = nullptr) {
   if (w.group_size() == 0)
     VITC_THROW(
         ArgumentError("gemm_int4_grouped: the weights have per-channel scales; use "
@@ -142,7 +148,8 @@ void gemm_int4_grouped(TensorView<AT, 2> a, std::int32_t a_zero_point, float a_s
     epi.bias = padded.data();
   }
   auto& pol = policy;
-  detail::gemm_int4_entry<Arch, Native>("gemm_int4_grouped", a, a_zero_point, w, epi, c, pol);
+  detail::gemm_int4_entry<Arch, Native>("gemm_int4_grouped", a, a_zero_point, w, epi, c, pol,
+                                        workspace);
 }
 
 }  // namespace vitc::kernels

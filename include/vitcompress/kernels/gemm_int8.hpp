@@ -36,7 +36,9 @@
 // (NV·16·K bytes) is reused by every row block from L1/L2, and A (M·K bytes, 605 KB at most for
 // DeiT-base fc2) stays in L2 across blocks. The output pipeline runs on each finished register
 // tile (in AVX-512/AVX2 registers on those paths), so C is written once. Per call, A is packed
-// (O(M·K)) and −offset·colsum is precomputed (O(N)); both live in 64-byte aligned scratch.
+// (O(M·K)) and −offset·colsum is precomputed (O(N)); both live in 64-byte aligned scratch: the
+// caller's GemmWorkspace when one is passed (then a call allocates nothing once the workspace is
+// large enough: reserve() it), or buffers the call allocates and frees.
 //
 // Threads. `policy` (core/parallel_for.hpp: Sequential by default, or a ThreadPool) splits the
 // panels of B into contiguous ranges, one per thread. Every element of C is computed by one thread
@@ -80,7 +82,8 @@ template <class Arch>
 template <class Arch = arch::Auto, class Native = arch::XsimdNative, class AT,
           OutputPipeline Pipeline, class OutT, class Policy = Sequential>
 void gemm_int8(TensorView<AT, 2> a, std::int32_t a_zero_point, const PackedWeightsInt8& b,
-               const Pipeline& pipeline, TensorView<OutT, 2> c, Policy&& policy = Policy{}) {
+               const Pipeline& pipeline, TensorView<OutT, 2> c, Policy&& policy = Policy{},
+               GemmWorkspace* workspace = nullptr) {
   using A = std::remove_const_t<AT>;
   static_assert(std::is_same_v<A, std::int8_t> || std::is_same_v<A, std::uint8_t>,
                 "gemm_int8: A must hold int8_t or uint8_t");
@@ -118,6 +121,7 @@ void gemm_int8(TensorView<AT, 2> a, std::int32_t a_zero_point, const PackedWeigh
   p.b = &b;
   p.c = c.data();
   p.c_row_stride = c.stride(0);
+  p.ws = workspace;
   auto& pol = policy;
   if constexpr (std::is_same_v<Arch, arch::Auto>) {
     arch::dispatch<Native>(arch::best_arch<Native>(),
@@ -131,8 +135,10 @@ void gemm_int8(TensorView<AT, 2> a, std::int32_t a_zero_point, const PackedWeigh
 template <class Arch = arch::Auto, class Native = arch::XsimdNative, class AT,
           class Policy = Sequential>
 void gemm_int8(TensorView<AT, 2> a, std::int32_t a_zero_point, const PackedWeightsInt8& b,
-               TensorView<std::int32_t, 2> c, Policy&& policy = Policy{}) {
-  gemm_int8<Arch, Native>(a, a_zero_point, b, RawInt32{}, c, std::forward<Policy>(policy));
+               TensorView<std::int32_t, 2> c, Policy&& policy = Policy{},
+               GemmWorkspace* workspace = nullptr) {
+  gemm_int8<Arch, Native>(a, a_zero_point, b, RawInt32{}, c, std::forward<Policy>(policy),
+                          workspace);
 }
 
 }  // namespace vitc::kernels

@@ -27,7 +27,9 @@
 //
 // B for attention: Q·Kᵀ packs the key matrix [tokens × head_dim] through its transposed view,
 // P·V packs V [tokens × head_dim] directly; both are ~12 KB at DeiT sizes and pack in
-// microseconds, so packing an activation on the fly is cheap.
+// microseconds, so packing an activation on the fly is cheap. reserved(k, n) allocates once and
+// repack(b) refills in place (no allocation), with fast paths for those two views: a column of Kᵀ
+// is a contiguous key row (4-byte copies), a row of V is contiguous (a 4×16 byte transpose).
 
 #include <algorithm>
 #include <cstdint>
@@ -52,6 +54,44 @@ class PackedWeightsInt8 {
   // Packs B given as a K×N view (any strides: a row-major [in, out] matrix, or the transposed
   // view of PyTorch's [out, in] weight). Throws ShapeError if K exceeds kMaxDepth.
   explicit PackedWeightsInt8(TensorView<const std::int8_t, 2> b) { pack(b); }
+
+  // Storage for any B of depth <= k and at most n columns, to be filled by repack() (which then
+  // allocates nothing): the B operand of a product of two activations, packed per call.
+  [[nodiscard]] static PackedWeightsInt8 reserved(Index k, Index n) {
+    PackedWeightsInt8 w;
+    w.k_ = std::min(k, kMaxDepth);
+    w.n_ = n;
+    w.data_ = Tensor<std::int8_t, 1>({w.panels() * w.panel_bytes()});
+    w.col_sums_ = Tensor<std::int32_t, 1>({w.panels() * kPanel});
+    w.panel_min_.assign(static_cast<std::size_t>(w.panels()), 0);
+    w.k_ = w.n_ = 0;
+    return w;
+  }
+
+  // Packs a new B (K×N view, any strides) in place. Allocates only when B needs more bytes than
+  // the object holds (never after reserved(k, n) with K <= k, N <= n). Fast for a B whose rows
+  // (K) or columns (N) are contiguous: the transposed view of a row-major activation matrix
+  // (attention's Kᵀ) and a row-major one (V).
+  void repack(TensorView<const std::int8_t, 2> b) {
+    const Index k = b.extent(0), n = b.extent(1);
+    if (k > kMaxDepth)
+      VITC_THROW(ShapeError("PackedWeightsInt8: depth K = " + std::to_string(k) + " of B exceeds " +
+                            std::to_string(kMaxDepth)));
+    const Index kg = (k + kKGroup - 1) / kKGroup, np = (n + kPanel - 1) / kPanel;
+    if (np * kg * kGroupBytes > data_.size() || np * kPanel > col_sums_.size() ||
+        np > static_cast<Index>(panel_min_.size())) {
+      pack(b);
+      return;
+    }
+    if (k != k_ || n != n_) {
+      // New shape: the padding (beyond K or N) must read as zeros.
+      std::memset(data_.data(), 0, static_cast<std::size_t>(np * kg * kGroupBytes));
+      std::memset(col_sums_.data(), 0, static_cast<std::size_t>(np * kPanel) * 4);
+      k_ = k;
+      n_ = n;
+    }
+    fill(b);
+  }
 
   // Packs W given as N×K (PyTorch nn.Linear weight [out_features, in_features]): B = Wᵀ.
   [[nodiscard]] static PackedWeightsInt8 from_out_in(TensorView<const std::int8_t, 2> w) {
@@ -89,21 +129,72 @@ class PackedWeightsInt8 {
     data_ = Tensor<std::int8_t, 1>({panels() * panel_bytes()});
     col_sums_ = Tensor<std::int32_t, 1>({panels() * kPanel});
     panel_min_.assign(static_cast<std::size_t>(panels()), 0);
+    fill(b);
+  }
+
+  // Writes B into the storage sized for its (k_, n_), whose padding is already zero.
+  void fill(TensorView<const std::int8_t, 2> b) noexcept {
     const std::int8_t* src = b.data();
     const Index s0 = b.stride(0), s1 = b.stride(1);
     std::int8_t* dst = data_.data();
     std::int32_t* sums = col_sums_.data();
+    const Index pb = panel_bytes(), k = k_, n_all = n_;
+    if (s0 == 1) {
+      // Column n of B is contiguous: 4 consecutive k of it make one 32-bit lane.
+      const Index kfull = k / kKGroup * kKGroup;
+      for (Index p = 0; p < panels(); ++p) {
+        std::int8_t* pd = dst + p * pb;
+        const Index c_end = std::min(kPanel, n_all - p * kPanel);
+        bool has_min = false;
+        for (Index c = 0; c < c_end; ++c) {
+          const std::int8_t* col = src + (p * kPanel + c) * s1;
+          std::int32_t sum = 0;
+          for (Index kk = 0; kk < kfull; kk += kKGroup)
+            std::memcpy(pd + kk * kPanel + c * kKGroup, col + kk, kKGroup);
+          for (Index kk = kfull; kk < k; ++kk)
+            pd[kfull * kPanel + c * kKGroup + (kk - kfull)] = col[kk];
+          for (Index kk = 0; kk < k; ++kk) {
+            sum += col[kk];
+            has_min |= col[kk] == -128;
+          }
+          sums[p * kPanel + c] = sum;
+        }
+        panel_min_[static_cast<std::size_t>(p)] = has_min ? 1 : 0;
+      }
+      return;
+    }
+    if (s1 == 1) {
+      // Row k of B is contiguous: a 4×16 byte transpose per k-group and panel.
+      for (Index p = 0; p < panels(); ++p) {
+        std::int8_t* pd = dst + p * pb;
+        const Index c_end = std::min(kPanel, n_all - p * kPanel);
+        std::int32_t sum[kPanel] = {};
+        bool has_min = false;
+        for (Index kk = 0; kk < k; ++kk) {
+          const std::int8_t* row = src + kk * s0 + p * kPanel;
+          std::int8_t* g = pd + (kk / kKGroup) * kGroupBytes + (kk % kKGroup);
+          for (Index c = 0; c < c_end; ++c) {
+            g[c * kKGroup] = row[c];
+            sum[c] += row[c];
+            has_min |= row[c] == -128;
+          }
+        }
+        for (Index c = 0; c < c_end; ++c) sums[p * kPanel + c] = sum[c];
+        panel_min_[static_cast<std::size_t>(p)] = has_min ? 1 : 0;
+      }
+      return;
+    }
     for (Index p = 0; p < panels(); ++p) {
-      std::int8_t* pd = dst + p * panel_bytes();
-      const Index c_end = std::min(kPanel, n_ - p * kPanel);
+      std::int8_t* pd = dst + p * pb;
+      const Index c_end = std::min(kPanel, n_all - p * kPanel);
       bool has_min = false;
       for (Index c = 0; c < c_end; ++c) {
         const Index n = p * kPanel + c;
         const std::int8_t* col = src + n * s1;
         std::int32_t sum = 0;
-        for (Index k = 0; k < k_; ++k) {
-          const std::int8_t v = col[k * s0];
-          pd[(k / kKGroup) * kGroupBytes + c * kKGroup + (k % kKGroup)] = v;
+        for (Index kk = 0; kk < k; ++kk) {
+          const std::int8_t v = col[kk * s0];
+          pd[(kk / kKGroup) * kGroupBytes + c * kKGroup + (kk % kKGroup)] = v;
           sum += v;
           has_min |= v == -128;
         }

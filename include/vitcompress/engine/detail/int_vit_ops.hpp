@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// The integer loops of engine::IntViT that are not kernels: residual adds with requantization,
-// the attention of one (image, head), and input quantization. See engine/int_vit.hpp.
+// The integer loops of engine::IntViT that are not kernels: residual adds with requantization.
+// See engine/int_vit.hpp.
 
 #include <algorithm>
 #include <cmath>
@@ -96,164 +96,58 @@ inline void rescale_row(const Rescale& r, const std::int32_t* acc, const std::in
   }
 }
 
-// Attention of one (image, head): for query rows i < qt and all t keys,
-//   s_ij = Σ_d (q_id − zq)·k_jd            (int32, scale s_q·s_k/√d: exact integer Q·Kᵀ;
-//                                             |s| <= 255·127·dqk, exact for dqk < 2^16)
-//   P    = softmax_rows(s)                   (uint8, caller's kernel)
-//   o_ic = clamp(zo + M·Σ_j P_ij·v_jc, 0, 255)   (proj input codes; M by fixed point)
-struct AttentionShape {
-  Index t = 0, qt = 0, dqk = 0, dv = 0;
-  Index q_ld = 0, kv_ld = 0, out_ld = 0;
-};
-
-// Columns are processed in blocks of kAttnBlock int32 accumulators that stay in registers over
-// the whole reduction; scratch rows are padded to a multiple of it (zeros).
-inline constexpr Index kAttnBlock = 32;
-[[nodiscard]] constexpr Index attn_padded(Index n) noexcept {
-  return (n + kAttnBlock - 1) / kAttnBlock * kAttnBlock;
-}
-
-// kt: scratch of dqk·attn_padded(t) int16 (K transposed: the inner loop runs over keys).
-inline void qk_scores(const AttentionShape& s, const std::uint8_t* q, std::int32_t zq,
-                      const std::int8_t* k, std::int16_t* kt, std::int32_t* scores) noexcept {
-  const Index t = s.t, dqk = s.dqk, tp = attn_padded(t);
-  for (Index d = 0; d < dqk; ++d) {
-    std::int16_t* kd = kt + d * tp;
-    for (Index j = 0; j < t; ++j) kd[j] = k[j * s.kv_ld + d];
-    for (Index j = t; j < tp; ++j) kd[j] = 0;
-  }
-  for (Index i = 0; i < s.qt; ++i) {
-    const std::uint8_t* qi = q + i * s.q_ld;
-    std::int32_t* row = scores + i * t;
-    for (Index j0 = 0; j0 < t; j0 += kAttnBlock) {
-      std::int32_t a[kAttnBlock] = {};
-      for (Index d = 0; d < dqk; ++d) {
-        const std::int32_t qd = static_cast<std::int32_t>(qi[d]) - zq;
-        const std::int16_t* kd = kt + d * tp + j0;
-        for (Index jj = 0; jj < kAttnBlock; ++jj) a[jj] += qd * static_cast<std::int32_t>(kd[jj]);
-      }
-      const Index n = std::min(kAttnBlock, t - j0);
-      for (Index jj = 0; jj < n; ++jj) row[j0 + jj] = a[jj];
-    }
-  }
-}
-
-// v16: scratch of t·attn_padded(dv) int16 (V of this head, widened and padded once).
-inline void pv_requant(const AttentionShape& s, const std::uint8_t* probs, const std::int8_t* v,
-                       kernels::FixedPointMultiplier m, std::int32_t zo, std::int16_t* v16,
-                       std::uint8_t* out) noexcept {
-  const Index t = s.t, dv = s.dv, dp = attn_padded(dv);
-  for (Index j = 0; j < t; ++j) {
-    for (Index c = 0; c < dv; ++c) v16[j * dp + c] = v[j * s.kv_ld + c];
-    for (Index c = dv; c < dp; ++c) v16[j * dp + c] = 0;
-  }
-  for (Index i = 0; i < s.qt; ++i) {
-    const std::uint8_t* p = probs + i * t;
-    std::uint8_t* o = out + i * s.out_ld;
-    for (Index c0 = 0; c0 < dv; c0 += kAttnBlock) {
-      std::int32_t a[kAttnBlock] = {};
-      for (Index j = 0; j < t; ++j) {
-        const std::int32_t pj = p[j];
-        const std::int16_t* vj = v16 + j * dp + c0;
-        for (Index cc = 0; cc < kAttnBlock; ++cc) a[cc] += pj * static_cast<std::int32_t>(vj[cc]);
-      }
-      const Index n = std::min(kAttnBlock, dv - c0);
-      for (Index cc = 0; cc < n; ++cc)
-        o[c0 + cc] = static_cast<std::uint8_t>(
-            std::clamp(zo + kernels::multiply_by_fixed_point(a[cc], m), 0, 255));
-    }
-  }
-}
-
 #if VITC_HAVE_X86_TARGET_KERNELS
-// The same two products with vpdpwssd (exact int16-pair dot products into int32): K and V are
-// re-laid as int16 pairs along the reduction axis, so one instruction does 16 columns × 2 terms.
-// Scratch: max(attn_padded(dqk)·attn_padded(t), attn_padded(t)·attn_padded(dv)) int16.
-VITC_TARGET_AVX512VNNI inline void qk_scores_avx512(const AttentionShape& s, const std::uint8_t* q,
-                                                    std::int32_t zq, const std::int8_t* k,
-                                                    std::int16_t* kp,
-                                                    std::int32_t* scores) noexcept {
-  const Index t = s.t, dqk = s.dqk, tp = attn_padded(t), pairs = (dqk + 1) / 2;
-  // kp[(d/2)·tp·2 + j·2 + (d%2)] = k[j][d] (0 beyond t or dqk).
-  for (Index dp = 0; dp < pairs; ++dp) {
-    std::int16_t* dst = kp + dp * tp * 2;
-    const Index d0 = 2 * dp, d1 = 2 * dp + 1;
-    for (Index j = 0; j < t; ++j) {
-      dst[2 * j] = k[j * s.kv_ld + d0];
-      dst[2 * j + 1] = d1 < dqk ? k[j * s.kv_ld + d1] : std::int16_t{0};
+// rescale_row on AVX-512, 8 channels per step in 64-bit lanes (vpmullq, vpsravq): the same exact
+// integer formula, hence the same codes.
+VITC_TARGET_AVX512VNNI inline void rescale_row_avx512(const Rescale& r, const std::int32_t* acc,
+                                                      const std::int16_t* x,
+                                                      const std::int64_t* extra, std::int16_t* out,
+                                                      Index n) noexcept {
+  const std::int64_t* a1 = r.a1.data();
+  const std::int64_t* a2 = r.a2.data();
+  const std::int64_t* k = r.k.data();
+  const std::int32_t* e = r.e.data();
+  const __m512i lo = _mm512_set1_epi64(r.lo), hi = _mm512_set1_epi64(r.hi);
+  const __m512i one = _mm512_set1_epi64(1);
+  Index c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const __m512i av =
+        _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c)));
+    __m512i num = _mm512_add_epi64(_mm512_mullo_epi64(av, _mm512_loadu_si512(a1 + c)),
+                                   _mm512_loadu_si512(k + c));
+    if (x != nullptr) {
+      const __m512i xv =
+          _mm512_cvtepi16_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + c)));
+      num = _mm512_add_epi64(num, _mm512_mullo_epi64(xv, _mm512_loadu_si512(a2 + c)));
+    } else if (extra != nullptr) {
+      num = _mm512_add_epi64(num, _mm512_loadu_si512(extra + c));
     }
-    for (Index j = t; j < tp; ++j) dst[2 * j] = dst[2 * j + 1] = 0;
+    const __m512i ev =
+        _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(e + c)));
+    const __m512i half = _mm512_sllv_epi64(one, _mm512_sub_epi64(ev, one));
+    __m512i v = _mm512_srav_epi64(_mm512_add_epi64(num, half), ev);
+    v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm512_cvtepi64_epi16(v));
   }
-  for (Index i = 0; i < s.qt; ++i) {
-    const std::uint8_t* qi = q + i * s.q_ld;
-    std::int32_t* row = scores + i * t;
-    for (Index j0 = 0; j0 < t; j0 += kAttnBlock) {
-      __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
-      for (Index dp = 0; dp < pairs; ++dp) {
-        const std::int32_t q0 = static_cast<std::int32_t>(qi[2 * dp]) - zq;
-        const std::int32_t q1 =
-            2 * dp + 1 < dqk ? static_cast<std::int32_t>(qi[2 * dp + 1]) - zq : 0;
-        const __m512i qq = _mm512_set1_epi32(static_cast<std::int32_t>(
-            (static_cast<std::uint32_t>(q0) & 0xffffu) | (static_cast<std::uint32_t>(q1) << 16)));
-        const std::int16_t* kr = kp + dp * tp * 2 + j0 * 2;
-        a0 = _mm512_dpwssd_epi32(a0, qq, _mm512_loadu_si512(kr));
-        a1 = _mm512_dpwssd_epi32(a1, qq, _mm512_loadu_si512(kr + 32));
-      }
-      const Index n = std::min(kAttnBlock, t - j0);
-      const __mmask16 m0 = static_cast<__mmask16>(n >= 16 ? 0xffff : (1u << n) - 1);
-      const __mmask16 m1 =
-          static_cast<__mmask16>(n <= 16 ? 0 : (n >= 32 ? 0xffff : (1u << (n - 16)) - 1));
-      _mm512_mask_storeu_epi32(row + j0, m0, a0);
-      _mm512_mask_storeu_epi32(row + j0 + 16, m1, a1);
-    }
-  }
+  if (c < n)
+    rescale_row(r, acc + c, x != nullptr ? x + c : nullptr, extra != nullptr ? extra + c : nullptr,
+                out + c, n - c);
 }
 
-VITC_TARGET_AVX512VNNI inline void pv_requant_avx512(const AttentionShape& s,
-                                                     const std::uint8_t* probs,
-                                                     const std::int8_t* v,
-                                                     kernels::FixedPointMultiplier m,
-                                                     std::int32_t zo, std::int16_t* vp,
-                                                     std::uint8_t* out) noexcept {
-  const Index t = s.t, dv = s.dv, dp = attn_padded(dv), pairs = (t + 1) / 2;
-  // vp[(j/2)·dp·2 + c·2 + (j%2)] = v[j][c] (0 beyond t or dv).
-  for (Index jp = 0; jp < pairs; ++jp) {
-    std::int16_t* dst = vp + jp * dp * 2;
-    const Index j0 = 2 * jp, j1 = 2 * jp + 1;
-    for (Index c = 0; c < dv; ++c) {
-      dst[2 * c] = v[j0 * s.kv_ld + c];
-      dst[2 * c + 1] = j1 < t ? v[j1 * s.kv_ld + c] : std::int8_t{0};
-    }
-    for (Index c = dv; c < dp; ++c) dst[2 * c] = dst[2 * c + 1] = 0;
+// out[c] = table[in[c]] for c < n (table indexed by signed int16, readable 3 bytes past
+// table[32767]): 16 lanes per vpgatherdd, narrowed by vpmovdb.
+VITC_TARGET_AVX512VNNI inline void table_lookup_avx512(const std::int8_t* table,
+                                                       const std::int16_t* in, std::int8_t* out,
+                                                       Index n) noexcept {
+  Index c = 0;
+  for (; c + 16 <= n; c += 16) {
+    const __m512i idx =
+        _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + c)));
+    const __m512i v = _mm512_i32gather_epi32(idx, table, 1);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm512_cvtepi32_epi8(v));
   }
-  alignas(64) std::int32_t a[kAttnBlock];
-  for (Index i = 0; i < s.qt; ++i) {
-    const std::uint8_t* p = probs + i * t;
-    std::uint8_t* o = out + i * s.out_ld;
-    for (Index c0 = 0; c0 < dv; c0 += kAttnBlock) {
-      __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
-      for (Index jp = 0; jp < pairs; ++jp) {
-        const std::uint32_t p0 = p[2 * jp];
-        const std::uint32_t p1 = 2 * jp + 1 < t ? p[2 * jp + 1] : 0u;
-        const __m512i pp = _mm512_set1_epi32(static_cast<std::int32_t>(p0 | (p1 << 16)));
-        const std::int16_t* vr = vp + jp * dp * 2 + c0 * 2;
-        a0 = _mm512_dpwssd_epi32(a0, pp, _mm512_loadu_si512(vr));
-        a1 = _mm512_dpwssd_epi32(a1, pp, _mm512_loadu_si512(vr + 32));
-      }
-      _mm512_store_si512(a, a0);
-      _mm512_store_si512(a + 16, a1);
-      const Index n = std::min(kAttnBlock, dv - c0);
-      for (Index cc = 0; cc < n; ++cc)
-        o[c0 + cc] = static_cast<std::uint8_t>(
-            std::clamp(zo + kernels::multiply_by_fixed_point(a[cc], m), 0, 255));
-    }
-  }
+  for (; c < n; ++c) out[c] = table[in[c]];
 }
 #endif
-
-// Scratch int16 elements the attention of one head needs (either path).
-[[nodiscard]] constexpr Index attention_scratch(Index t, Index dqk, Index dv) noexcept {
-  return std::max(attn_padded(dqk + 1) * attn_padded(t), attn_padded(t + 1) * attn_padded(dv));
-}
 
 }  // namespace vitc::engine::detail

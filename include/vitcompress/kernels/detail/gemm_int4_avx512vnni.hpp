@@ -207,8 +207,8 @@ VITC_TARGET_AVX512VNNI void gemm_int4_vnni_panels(const GemmInt4Problem<AT, OutT
 
 // Buffers an x86 int4 call owns: packed activations, their row sums, column corrections.
 struct Int4Scratch {
-  ScratchPtr<std::uint8_t> a;
-  ScratchPtr<std::int32_t> rowsums, colcorr;
+  ScratchRef<std::uint8_t> a;
+  ScratchRef<std::int32_t> rowsums, colcorr;
 };
 
 // Packs A (signed) and fills the tile arguments common to every x86 int4 path.
@@ -221,13 +221,13 @@ Int4TileArgs int4_x86_setup(const GemmInt4Problem<AT, OutT>& p, const Pipeline& 
   t.lda = b.kblocks() * 8;
   t.kblocks = b.kblocks();
   t.panel_bytes = b.panel_bytes();
-  s.a = scratch_bytes(p.m * t.lda);
-  s.rowsums = scratch<std::int32_t>(p.m * b.groups());
+  s.a = scratch_in<std::uint8_t>(p.ws, 0, p.m * t.lda);
+  s.rowsums = scratch_in<std::int32_t>(p.ws, 2, p.m * b.groups());
   auto* a_s = reinterpret_cast<std::int8_t*>(s.a.get());
   pack_int4_activations(p, a_s, t.lda, kUnsigned ? 0x80 : 0x00, s.rowsums.get());
   t.group_stride = b.panels() * 16;
   const Index corr_size = b.groups() * t.group_stride;
-  s.colcorr = scratch<std::int32_t>(corr_size);
+  s.colcorr = scratch_in<std::int32_t>(p.ws, 1, corr_size);
   const std::int32_t off = (kUnsigned ? 128 : 0) - p.a_zero_point;
   const std::int32_t* cs = b.group_column_sums(0);
   for (Index i = 0; i < corr_size; ++i) s.colcorr[static_cast<std::size_t>(i)] = off * cs[i];

@@ -36,6 +36,7 @@ struct GemmInt4Problem {
   const PackedWeightsInt4* b = nullptr;
   OutT* c = nullptr;
   Index c_row_stride = 0;
+  GemmWorkspace* ws = nullptr;  // the caller's scratch, or null (the call allocates its own)
 
   [[nodiscard]] AT a_at(Index i, Index j) const noexcept {
     return a[i * a_row_stride + j * a_col_stride];

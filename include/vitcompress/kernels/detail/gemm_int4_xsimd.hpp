@@ -132,10 +132,9 @@ void gemm_int4_run(arch::Xsimd<A>, const GemmInt4Problem<AT, OutT>& p, const Pip
   static_assert(A::supported(), "this xsimd arch is not enabled by the compile flags");
   const PackedWeightsInt4& b = *p.b;
   const Index kg = 2 * b.kblocks();
-  auto pairs = scratch<std::int32_t>(p.m * kg * 2);
+  auto pairs = scratch_in<std::int32_t>(p.ws, 0, p.m * kg * 2);
   pack_activation_pairs(p, pairs.get(), kg);
-  auto rowsums = std::make_unique<std::int32_t[]>(
-      static_cast<std::size_t>(std::max<Index>(p.m * b.groups(), 1)));
+  auto rowsums = scratch_in<std::int32_t>(p.ws, 2, p.m * b.groups());
   const Index gsize = b.group_size() == 0 ? std::max<Index>(p.k, 1) : b.group_size();
   for (Index i = 0; i < p.m; ++i)
     for (Index g = 0; g < b.groups(); ++g) {

@@ -191,10 +191,10 @@ void gemm_int8_run(arch::Avx2, const GemmInt8Problem<AT, OutT>& p, const Pipelin
                    Policy& policy) {
   constexpr bool kUnsigned = std::is_same_v<AT, std::uint8_t>;
   const Index lda = p.b->kgroups() * 4;
-  auto abuf = scratch_bytes(p.m * lda);
+  auto abuf = scratch_in<std::uint8_t>(p.ws, 0, p.m * lda);
   pack_activations(p, abuf.get(), lda, kUnsigned ? 0x80 : 0x00);
   // result = Σ a_packed·b − offset·colsum with a_packed = a − 128 for uint8 A.
-  auto colcorr = column_corrections(*p.b, p.a_zero_point - (kUnsigned ? 128 : 0));
+  auto colcorr = column_corrections(*p.b, p.a_zero_point - (kUnsigned ? 128 : 0), p.ws);
   Avx2Plan plan{reinterpret_cast<const std::int8_t*>(abuf.get()), lda, 4, 1, colcorr.get()};
   if (p.m == 1) {
     plan.mr = 1;

@@ -128,9 +128,9 @@ void gemm_int8_run(arch::Avx512Vnni, const GemmInt8Problem<AT, OutT>& p, const P
                    Policy& policy) {
   constexpr bool kSigned = std::is_same_v<AT, std::int8_t>;
   const Index lda = p.b->kgroups() * 4;
-  auto abuf = scratch_bytes(p.m * lda);
+  auto abuf = scratch_in<std::uint8_t>(p.ws, 0, p.m * lda);
   pack_activations(p, abuf.get(), lda, kSigned ? 0x80 : 0x00);
-  auto colcorr = column_corrections(*p.b, (kSigned ? 128 : 0) + p.a_zero_point);
+  auto colcorr = column_corrections(*p.b, (kSigned ? 128 : 0) + p.a_zero_point, p.ws);
   VnniPlan plan{abuf.get(), lda, 8, 3, colcorr.get()};
   // Avoid a last block of one panel when two blocks of two fit (N = 64: 2 + 2, not 3 + 1).
   if (p.b->panels() % 3 == 1 && p.b->panels() % 2 == 0) plan.nv = 2;

@@ -135,7 +135,7 @@ void gemm_int8_run(arch::Xsimd<A>, const GemmInt8Problem<AT, OutT>& p, const Pip
                    Policy& policy) {
   static_assert(A::supported(), "this xsimd arch is not enabled by the compile flags");
   const Index kg = p.b->kgroups();
-  auto pairs = scratch<std::int32_t>(p.m * kg * 2);
+  auto pairs = scratch_in<std::int32_t>(p.ws, 0, p.m * kg * 2);
   pack_activation_pairs(p, pairs.get(), kg);
   policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
     gemm_int8_xsimd_panels<A>(p, pipeline, pairs.get(), p0, p1);
