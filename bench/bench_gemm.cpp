@@ -18,6 +18,7 @@
 #include <random>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -36,8 +37,10 @@
 #include "vitcompress/core/parallel_for.hpp"
 #include "vitcompress/core/tensor.hpp"
 #include "vitcompress/kernels/arch.hpp"
+#include "vitcompress/kernels/gemm_f32.hpp"
 #include "vitcompress/kernels/gemm_int4_packed.hpp"
 #include "vitcompress/kernels/gemm_int8.hpp"
+#include "vitcompress/kernels/gemm_packed_multiply.hpp"
 
 #if defined(VITC_HAVE_ONEDNN)
 #include <dlfcn.h>
@@ -327,5 +330,85 @@ const bool kRegistered = [] {
   }
   return true;
 }();
+
+// ---- fp32 GEMM on packed weights: gemm/f32_<scalar|xsimd|avx2|avx512>/<M>x<K>x<N>/threads:<t>,
+// the same shapes as above, beside eigen_f32 and onednn_f32. B is packed outside the timed loop.
+template <class Arch>
+void bench_f32(benchmark::State& state, Shape s, int threads) {
+  if (!Arch::available()) {
+    state.SkipWithError("architecture unsupported");
+    return;
+  }
+  vitc::Tensor<float, 2> a({s.m, s.k}), b({s.k, s.n}), c({s.m, s.n});
+  vitc::Tensor<float, 1> bias({s.n});
+  std::mt19937 rng(42);
+  std::normal_distribution<float> d(0.0F, 1.0F);
+  for (auto& x : a.span()) x = d(rng);
+  for (auto& x : b.span()) x = d(rng);
+  for (auto& x : bias.span()) x = d(rng);
+  const kn::PackedWeightsF32 pb(b.cview());
+  vitc::ThreadPool pool(threads);
+  const kn::GemmF32Epilogue ep{bias.cview(), {}};
+  for (auto _ : state) {
+    kn::gemm_f32<Arch>(a.cview(), pb, c.view(), ep, pool);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  set_gops(state, s);
+}
+
+const bool kRegisteredF32 = [] {
+  for (const Shape& s : shapes())
+    for (int t : {1, 2}) {
+      const auto reg = [&](const char* impl, auto fn) {
+        auto* b = benchmark::RegisterBenchmark(name("gemm", impl, s, t).c_str(), fn, s, t);
+        if (t > 1) b->UseRealTime();
+      };
+      reg("f32_avx512", bench_f32<arch::Avx512Vnni>);
+      reg("f32_avx2", bench_f32<arch::Avx2>);
+      reg("f32_xsimd", bench_f32<arch::XsimdNative>);
+      if (t == 1) reg("f32_scalar", bench_f32<arch::Scalar>);
+    }
+  return true;
+}();
+// ---- end of the fp32 GEMM block
+
+// ---- packed multiplier (kernels/gemm_packed_multiply.hpp): gemm/packed_mul_<impl>/<M>x<K>x<N>/
+// threads:1 with impl xsimd or ref (4-bit weights × int8 activations, PackedA8, raw int32 out)
+// and packed_mul4_xsimd (4-bit × 4-bit, PackedA4), beside int4_vnni / int4_avx2 / int4_xsimd (the
+// unpack-to-int8 kernel) on the same shapes. Weights are packed outside the timed loop.
+template <class Act, class Arch>
+void bench_packed_mul(benchmark::State& state, Shape s) {
+  if (!Arch::available()) {
+    state.SkipWithError("architecture unsupported");
+    return;
+  }
+  vitc::Tensor<std::int8_t, 2> a({s.m, s.k}), w({s.k, s.n});
+  vitc::Tensor<std::int32_t, 2> c({s.m, s.n});
+  std::mt19937 rng(7);
+  for (auto& x : w.span()) x = static_cast<std::int8_t>(static_cast<int>(rng() % 16) - 8);
+  const int span = std::is_same_v<Act, kn::PackedA4> ? 16 : 256;
+  for (auto& x : a.span()) x = static_cast<std::int8_t>(static_cast<int>(rng() % span) - span / 2);
+  const kn::PackedWeightsMul packed(w.cview());
+  for (auto _ : state) {
+    kn::gemm_packed_multiply<Act, Arch>(a.cview(), packed, c.view());
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  set_gops(state, s);
+}
+
+const bool kRegisteredPackedMul = [] {
+  for (const Shape& s : shapes()) {
+    benchmark::RegisterBenchmark(name("gemm", "packed_mul_xsimd", s, 1).c_str(),
+                                 bench_packed_mul<kn::PackedA8, arch::XsimdNative>, s);
+    benchmark::RegisterBenchmark(name("gemm", "packed_mul4_xsimd", s, 1).c_str(),
+                                 bench_packed_mul<kn::PackedA4, arch::XsimdNative>, s);
+    benchmark::RegisterBenchmark(name("gemm", "packed_mul_ref", s, 1).c_str(),
+                                 bench_packed_mul<kn::PackedA8, arch::Scalar>, s);
+  }
+  return true;
+}();
+// ---- end of the packed multiplier block
 
 }  // namespace

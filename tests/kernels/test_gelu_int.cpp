@@ -154,6 +154,24 @@ TEST_SUITE("kernels") {
       CHECK(p.int8_table[static_cast<std::size_t>(x + 128)] == detail::gelu_int_scalar(p, x));
   }
 
+  TEST_CASE("the ShiftGelu int32 output table equals the formula at every x_p") {
+    for (float s : {1e-5f, 1e-4f, 1e-3f, 0.05f}) {
+      CAPTURE(s);
+      const auto p = prepare_gelu<ShiftGelu, std::int32_t>(s, 0.05f);
+      REQUIRE(p.int32_table.size() == detail::kGeluInt32TableSize);
+      const std::int32_t lo = p.in_min >> p.pre_shift, hi = p.in_max >> p.pre_shift;
+      CHECK(lo >= -32768);
+      CHECK(hi <= 32767);
+      Index bad = 0;
+      for (std::int32_t xp = lo; xp <= hi; ++xp) {
+        const std::int32_t x = static_cast<std::int32_t>(std::int64_t{xp} << p.pre_shift);
+        bad += p.int32_table[static_cast<std::size_t>(xp + 32768)] != detail::gelu_int_scalar(p, x);
+      }
+      CHECK(bad == 0);
+    }
+    CHECK(prepare_gelu<IGelu, std::int32_t>(1e-4f, 0.05f).int32_table.empty());
+  }
+
   TEST_CASE_TEMPLATE("every GELU SIMD path equals the scalar reference bit for bit", Arch,
                      VITC_KERNEL_ARCH_TAGS) {
     if (!vitc_test::arch_runs<Arch>()) return;
@@ -208,6 +226,10 @@ TEST_SUITE("kernels") {
       check_all(prepare_gelu<IGelu, std::int32_t>(s * 1e-3f, 0.05f), std::int32_t{});
       check_all(prepare_gelu<ShiftGelu, std::int32_t>(s * 1e-3f, 0.05f), std::int32_t{});
       check_all(prepare_gelu<IGelu, std::int32_t>(s, 0.5f), std::int32_t{});
+      // Without its int32 output table, ShiftGelu runs the 32-bit-lane formula on every path.
+      auto formula = prepare_gelu<ShiftGelu, std::int32_t>(s * 1e-3f, 0.05f);
+      formula.int32_table.clear();
+      check_all(formula, std::int32_t{});
     }
   }
 

@@ -391,6 +391,10 @@ TEST_SUITE("kernels") {
       check_all(prepare_softmax<ShiftExp, Log2Prob>(scale, 4), std::int8_t{});
       check_all(prepare_softmax<PolyExp, Log2Prob>(scale, 4), std::int32_t{});
       check_all(prepare_softmax<PolyExp, Log2Prob>(scale, 3), std::int8_t{});
+      // More than 16 log2 levels (the counting branch) and a narrow linear output.
+      check_all(prepare_softmax<ShiftExp, Log2Prob>(scale, 6), std::int32_t{});
+      check_all(prepare_softmax<PolyExp, Log2Prob>(scale, 7), std::int8_t{});
+      check_all(prepare_softmax<ShiftExp>(scale, 3), std::int32_t{});
     }
   }
 

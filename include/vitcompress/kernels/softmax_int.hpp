@@ -72,8 +72,10 @@
 // (detail/softmax_int_simd.hpp, 32-bit lanes); Avx2 and Avx512Vnni (raw intrinsics under target
 // attributes, the same 32-bit-lane body; for int8 scores with LinearProb, Avx512Vnni reads E from
 // a 256-entry table built by prepare_softmax from the scalar definition, with vpermi2w, and works
-// on 16-bit lanes). Log2Prob levels are found by a binary search over the thresholds with a
-// 16-entry permute on x86 (b <= 4), by counting elsewhere. All bit-identical.
+// on 16-bit lanes; in every other case Avx512Vnni masks the row tails instead of finishing them
+// in scalar code, and for LinearProb keeps E as uint16 so that the output pass runs on 32 lanes).
+// Log2Prob levels are found by a binary search over the thresholds with a 16-entry permute on
+// x86 (b <= 4), by counting elsewhere. All bit-identical.
 //
 // Parameters are plain data prepared once (prepare_softmax); the kernel itself is noexcept after
 // the shape checks of the entry point, and threads split the rows (core/parallel_for.hpp).

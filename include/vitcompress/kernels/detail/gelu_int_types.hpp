@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "vitcompress/kernels/detail/softmax_int_types.hpp"
 
@@ -50,9 +51,16 @@ struct GeluParams {
   // int8 inputs: the output for x = −128..127 (index x + 128), equal to the formula by
   // construction (prepare_gelu evaluates it). Empty use for int32 inputs.
   std::array<std::int32_t, 256> int8_table{};
+  // ShiftGelu with int32 inputs: the output for every x_p ∈ [−2^15, 2^15) (index x_p + 2^15),
+  // then 3 zero bytes so that a 32-bit gather at any index stays inside; built by prepare_gelu
+  // from the definition and read by the Avx2 / Avx512Vnni paths (64 KiB). Empty otherwise.
+  std::vector<std::int8_t> int32_table;
 };
 
 namespace detail {
+
+// The size of GeluParams::int32_table when it is built.
+inline constexpr std::size_t kGeluInt32TableSize = (std::size_t{1} << 16) + 3;
 
 template <class Policy, class In>
 [[nodiscard]] constexpr std::int32_t gelu_requantize(const GeluParams<Policy, In>& p,
@@ -70,9 +78,8 @@ template <class Policy, class In>
 
 // The definition, up to the requantization: g for one input value (|g| <= 2^30 + 2^16).
 template <class Policy, class In>
-[[nodiscard]] constexpr std::int32_t gelu_int_g(const GeluParams<Policy, In>& p,
-                                                std::int32_t x) noexcept {
-  const std::int32_t xp = std::clamp(x, p.in_min, p.in_max) >> p.pre_shift;
+[[nodiscard]] constexpr std::int32_t gelu_int_g_xp(const GeluParams<Policy, In>& p,
+                                                   std::int32_t xp) noexcept {
   std::int32_t g;
   if constexpr (std::is_same_v<Policy, IGelu>) {
     const std::int32_t a = std::min(xp < 0 ? -xp : xp, -p.erf_b);
@@ -86,6 +93,12 @@ template <class Policy, class In>
     g = xp * sigmoid_divide(num, p.exp.exp_max + v);
   }
   return g;
+}
+
+template <class Policy, class In>
+[[nodiscard]] constexpr std::int32_t gelu_int_g(const GeluParams<Policy, In>& p,
+                                                std::int32_t x) noexcept {
+  return gelu_int_g_xp(p, std::clamp(x, p.in_min, p.in_max) >> p.pre_shift);
 }
 
 // The definition: one input value to its int8 output.
