@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -150,9 +151,14 @@ inline CalibrationSet make_calibration(const model::LabeledImages& data, Index n
   return set;
 }
 
-inline void run_prune(const PruneCliOptions& o, const CommonOptions& common) {
-  const auto start = std::chrono::steady_clock::now();
-  const bool bars = !common.json && !common.quiet;
+// The estimator, pruning options and scoring of a PruneCliOptions, validated.
+struct PruneSetup {
+  prune::Estimator estimator{};
+  prune::PruneOptions popt;
+  prune::ScoreSpec spec;
+};
+
+inline PruneSetup prune_setup(const PruneCliOptions& o) {
   if (o.global && o.isomorphic)
     VITC_THROW(ArgumentError("--global and --isomorphic exclude each other"));
   if (o.steps < 1) VITC_THROW(ArgumentError("--steps must be >= 1"));
@@ -194,33 +200,29 @@ inline void run_prune(const PruneCliOptions& o, const CommonOptions& common) {
     spec.reduction = r.at(o.reduction);
     spec.normalization = n.at(o.normalizer);
   }
+  return {estimator, popt, spec};
+}
 
-  const model::ViTWeights<float> original = model::load_vit<float>(o.model);
-  model::ViTWeights<float> current = original;
-  const auto train_set = io::load_fashion_mnist(io::Split::kTrain);
-  const auto test_set = io::load_fashion_mnist(io::Split::kTest);
-  const auto train_data = labeled(train_set, o.train_limit);
-  const auto eval_data = labeled(test_set, o.eval_limit);
-  ThreadPool pool(common.threads);
+// What prune_and_finetune did: the pruned (fine-tuned) weights and one record per step.
+struct PruneRun {
+  model::ViTWeights<float> weights;
+  Json steps = Json::array();
+  double calib_seconds = 0, finetune_seconds = 0;
+};
+
+// The pruning steps of `o` on `original`: statistic, scores, plan, physical pruning, optional
+// fine-tuning (with distillation from `original` if asked). `top1`, if given, evaluates a model
+// after each pruning and fine-tuning (recorded in the steps); `vitc compress` passes none, so
+// that no test image is seen before the end.
+inline PruneRun prune_and_finetune(
+    const PruneCliOptions& o, const PruneSetup& setup, const model::ViTWeights<float>& original,
+    const model::LabeledImages& train_data, ThreadPool& pool, bool bars,
+    const std::function<double(model::ViTWeights<float>&)>& top1 = {}) {
+  const prune::Estimator estimator = setup.estimator;
+  const prune::PruneOptions& popt = setup.popt;
+  const prune::ScoreSpec& spec = setup.spec;
   const model::ImageNormalization norm = o.finetune.normalization;
-
-  const auto top1 = [&](model::ViTWeights<float>& w) {
-    model::TrainableViT<> net(w, &pool);
-    return model::evaluate_top1(net, eval_data, norm);
-  };
-  const auto latency = [&](model::ViTWeights<float>& w) {
-    model::TrainableViT<> net(w, &pool);
-    return measure_latency([&](auto x, auto z) { net.predict(x, z); }, eval_data, norm,
-                           net.num_classes(), o.latency_runs);
-  };
-  model::ViTWeights<float> baseline_copy = original;
-  const double baseline_top1 = top1(baseline_copy);
-  const Latency baseline_latency = latency(baseline_copy);
-  if (bars)
-    std::fprintf(stderr, "baseline: top-1 %.2f%%, %lld parameters, %lld MACs\n",
-                 100 * baseline_top1, static_cast<long long>(original.config.parameter_count()),
-                 static_cast<long long>(original.config.macs_per_image()));
-
+  model::ViTWeights<float> current = original;
   const CalibrationSet calib = prune::needs_statistic(estimator)
                                    ? make_calibration(train_data, o.calib, o.calib_batch, norm)
                                    : CalibrationSet{};
@@ -275,19 +277,23 @@ inline void run_prune(const PruneCliOptions& o, const CommonOptions& common) {
       removed[group_label(graph.graph.groups()[g].kind)] +=
           static_cast<Index>(plan.removed[g].size());
     current = prune::apply_pruning(current, graph, plan);
-    const double before_ft = top1(current);
-    if (bars)
+    const double before_ft = top1 ? top1(current) : -1;
+    if (bars && top1)
       std::fprintf(stderr, "step %d/%d: ratio %.4f, %lld -> %lld parameters, top-1 %.2f%%\n", step,
                    o.steps, step_opt.ratio, static_cast<long long>(plan.parameters_before),
                    static_cast<long long>(plan.parameters_after), 100 * before_ft);
+    else if (bars)
+      std::fprintf(stderr, "step %d/%d: ratio %.4f, %lld -> %lld parameters\n", step, o.steps,
+                   step_opt.ratio, static_cast<long long>(plan.parameters_before),
+                   static_cast<long long>(plan.parameters_after));
     Json removed_json = Json::object();
     for (const auto& [k, v] : removed) removed_json[k] = v;
     Json rec{{"step", step},
              {"ratio", step_opt.ratio},
              {"removed_units", removed_json},
              {"parameters", plan.parameters_after},
-             {"macs_per_image", plan.macs_after},
-             {"top1_before_finetune", before_ft}};
+             {"macs_per_image", plan.macs_after}};
+    if (top1) rec["top1_before_finetune"] = before_ft;
 
     if (o.finetune_epochs > 0) {
       const auto f0 = std::chrono::steady_clock::now();
@@ -313,16 +319,56 @@ inline void run_prune(const PruneCliOptions& o, const CommonOptions& common) {
         results = model::train(student, train_data, nullptr, tc, on_progress);
       }
       bar.finish();
-      const double after_ft = top1(current);
       finetune_seconds += seconds_since(f0);
       rec["finetune_epochs"] = tc.epochs;
-      rec["top1_after_finetune"] = after_ft;
-      if (bars)
-        std::fprintf(stderr, "step %d/%d: fine-tuned %d epochs, top-1 %.2f%%\n", step, o.steps,
-                     tc.epochs, 100 * after_ft);
+      if (top1) {
+        const double after_ft = top1(current);
+        rec["top1_after_finetune"] = after_ft;
+        if (bars)
+          std::fprintf(stderr, "step %d/%d: fine-tuned %d epochs, top-1 %.2f%%\n", step, o.steps,
+                       tc.epochs, 100 * after_ft);
+      }
     }
     steps.push_back(rec);
   }
+  return {std::move(current), std::move(steps), calib_seconds, finetune_seconds};
+}
+
+inline void run_prune(const PruneCliOptions& o, const CommonOptions& common) {
+  const auto start = std::chrono::steady_clock::now();
+  const bool bars = !common.json && !common.quiet;
+  const PruneSetup setup = prune_setup(o);
+  const prune::PruneOptions& popt = setup.popt;
+  const prune::Estimator estimator = setup.estimator;
+  const model::ViTWeights<float> original = model::load_vit<float>(o.model);
+  const auto train_set = io::load_fashion_mnist(io::Split::kTrain);
+  const auto test_set = io::load_fashion_mnist(io::Split::kTest);
+  const auto train_data = labeled(train_set, o.train_limit);
+  const auto eval_data = labeled(test_set, o.eval_limit);
+  ThreadPool pool(common.threads);
+  const model::ImageNormalization norm = o.finetune.normalization;
+
+  const auto top1 = [&](model::ViTWeights<float>& w) {
+    model::TrainableViT<> net(w, &pool);
+    return model::evaluate_top1(net, eval_data, norm);
+  };
+  const auto latency = [&](model::ViTWeights<float>& w) {
+    model::TrainableViT<> net(w, &pool);
+    return measure_latency([&](auto x, auto z) { net.predict(x, z); }, eval_data, norm,
+                           net.num_classes(), o.latency_runs);
+  };
+  model::ViTWeights<float> baseline_copy = original;
+  const double baseline_top1 = top1(baseline_copy);
+  const Latency baseline_latency = latency(baseline_copy);
+  if (bars)
+    std::fprintf(stderr, "baseline: top-1 %.2f%%, %lld parameters, %lld MACs\n",
+                 100 * baseline_top1, static_cast<long long>(original.config.parameter_count()),
+                 static_cast<long long>(original.config.macs_per_image()));
+
+  PruneRun run = prune_and_finetune(o, setup, original, train_data, pool, bars, top1);
+  model::ViTWeights<float>& current = run.weights;
+  const Json& steps = run.steps;
+  const double calib_seconds = run.calib_seconds, finetune_seconds = run.finetune_seconds;
 
   const double final_top1 = steps.back().contains("top1_after_finetune")
                                 ? steps.back()["top1_after_finetune"].get<double>()

@@ -27,7 +27,9 @@
 #include "cmd_train.hpp"
 #include "common.hpp"
 #include "progress.hpp"
+#include "runner.hpp"
 #include "vitcompress/core/parallel_for.hpp"
+#include "vitcompress/engine/compressed_checkpoint.hpp"
 #include "vitcompress/io/idx.hpp"
 #include "vitcompress/io/safetensors.hpp"
 #include "vitcompress/model/train.hpp"
@@ -92,18 +94,22 @@ inline Json checkpoint_breakdown(const io::SafetensorsReader& r) {
               {"float_params", other}};
 }
 
-inline void run_quantize(const QuantizeOptions& o, const CommonOptions& common) {
-  const auto start = std::chrono::steady_clock::now();
-  quant::QuantConfig config = quant_config_from_option(o.config);
-  auto weights = model::load_vit<float>(o.model);
-  const auto train_set = io::load_fashion_mnist(io::Split::kTrain);
+// What calibrate_and_train did.
+struct QuantizeRun {
+  double calib_seconds = 0, qat_seconds = 0;
+  Json epochs = Json::array();
+  Json record;  // the "vitc.quant.calibration" record: how the file was made
+};
+
+// PTQ (weights quantized, activations calibrated on the first o.calib training images), then
+// o.qat_epochs of quantization-aware training; progress bars if `show`.
+inline QuantizeRun calibrate_and_train(quant::FakeQuantViT& fq, const QuantizeOptions& o,
+                                       const io::Dataset& train_set, int threads, bool show) {
   const auto calib_data = labeled(train_set);
   if (o.calib < 1 || o.calib > calib_data.size())
     VITC_THROW(ArgumentError("--calib " + std::to_string(o.calib) + " outside [1, " +
                              std::to_string(calib_data.size()) + "]"));
-  ThreadPool pool(common.threads);
-  quant::FakeQuantViT fq(std::move(weights), config, &pool);
-  const bool show = !common.json && !common.quiet;
+  const quant::QuantConfig& config = fq.config();
 
   // PTQ.
   const auto t_calib = std::chrono::steady_clock::now();
@@ -170,13 +176,27 @@ inline void run_quantize(const QuantizeOptions& o, const CommonOptions& common) 
               {"calibration_seconds", calib_seconds},
               {"qat_epochs", o.qat_epochs},
               {"qat_seconds", qat_seconds},
-              {"threads", common.threads}};
+              {"threads", threads}};
   if (o.qat_epochs > 0) {
     record["qat"] = train_config_json(tc);
     record["qat_learned_scales"] = o.lsq;
     record["qat_train_images"] = train_data.size();
   }
-  quant::save_quantized(o.output, fq, {{"vitc.quant.calibration", record.dump()}});
+  return {calib_seconds, qat_seconds, std::move(epochs), std::move(record)};
+}
+
+inline void run_quantize(const QuantizeOptions& o, const CommonOptions& common) {
+  const auto start = std::chrono::steady_clock::now();
+  quant::QuantConfig config = quant_config_from_option(o.config);
+  auto weights = model::load_vit<float>(o.model);
+  const auto train_set = io::load_fashion_mnist(io::Split::kTrain);
+  ThreadPool pool(common.threads);
+  quant::FakeQuantViT fq(std::move(weights), config, &pool);
+  const bool show = !common.json && !common.quiet;
+  const QuantizeRun run = calibrate_and_train(fq, o, train_set, common.threads, show);
+  const double calib_seconds = run.calib_seconds, qat_seconds = run.qat_seconds;
+  const Json& epochs = run.epochs;
+  quant::save_quantized(o.output, fq, {{"vitc.quant.calibration", run.record.dump()}});
   const auto bytes = file_bytes(o.output);
   const auto reader = io::SafetensorsReader::open(o.output);
 
@@ -215,22 +235,29 @@ inline bool is_quantized_model(const std::string& path) {
   return quant::is_quantized_checkpoint(io::SafetensorsReader::open(path));
 }
 
+inline Json compression_json(const engine::CompressionInfo& i) {
+  return Json::parse(engine::compression_info_json(i));
+}
+
 inline void run_eval_quantized(const EvalOptions& o, const CommonOptions& common) {
   ThreadPool pool(common.threads);
-  quant::FakeQuantViT fq = quant::load_quantized(o.model, &pool);
+  constexpr Index kEvalBatch = 256;
+  ModelRunner runner(o.model, kEvalBatch, &pool, o.simulate);
   const auto test_set = io::load_fashion_mnist(io::Split::kTest);
   const auto test_data = labeled(test_set, o.limit);
   const auto t0 = std::chrono::steady_clock::now();
-  const double top1 = model::evaluate_top1(fq, test_data, {});
+  const double top1 = runner_top1(runner, test_data, {}, kEvalBatch);
   const double eval_seconds = seconds_since(t0);
-  const auto latency = measure_latency([&](auto x, auto z) { fq.predict(x, z); }, test_data, {},
-                                       fq.num_classes(), o.latency_runs);
+  const auto latency = measure_latency([&](auto x, auto z) { runner.predict(x, z); }, test_data, {},
+                                       runner.num_classes(), o.latency_runs);
   const auto bytes = file_bytes(o.model);
   const auto reader = io::SafetensorsReader::open(o.model);
-  const auto& cfg = fq.master_weights().config;
+  const auto& cfg = runner.config();
+  const bool simulated = std::string(runner.runs_on()) != kRunsOnEngine;
   Json out{{"model", o.model},
-           {"precision", fq.config().name},
-           {"simulated", true},
+           {"precision", runner.precision()},
+           {"runs_on", runner.runs_on()},
+           {"simulated", simulated},
            {"test_images", test_data.size()},
            {"top1", top1},
            {"parameters", cfg.parameter_count()},
@@ -242,24 +269,35 @@ inline void run_eval_quantized(const EvalOptions& o, const CommonOptions& common
            {"threads", common.threads},
            {"eval_seconds", eval_seconds},
            {"peak_rss_bytes", peak_rss_bytes()}};
-  if (const auto it = reader.metadata().find("vitc.quant.calibration");
-      it != reader.metadata().end())
-    out["quantization"] = Json::parse(it->second, nullptr, false);
+  if (!runner.engine_note().empty()) out["engine_note"] = runner.engine_note();
+  if (!runner.calibration().is_null()) out["quantization"] = runner.calibration();
+  if (runner.compression()) out["compression"] = compression_json(*runner.compression());
   if (common.json) {
     print_json(out);
     return;
   }
-  std::printf("model            %s (%s, simulated in float)\n", o.model.c_str(),
-              fq.config().name.c_str());
+  std::printf("model            %s (%s, run by the %s)\n", o.model.c_str(),
+              runner.precision().c_str(), runner.runs_on());
+  if (!runner.engine_note().empty())
+    std::printf("                 not the integer engine: %s\n", runner.engine_note().c_str());
+  if (const auto& c = runner.compression()) {
+    std::printf("compressed       pruned %.4g%% (%s", 100 * c->prune_ratio, c->importance.c_str());
+    for (const auto& g : c->groups) std::printf(" %s", g.c_str());
+    std::printf("), fine-tune %d ep, QAT %d ep, %s; source %lld parameters\n", c->finetune_epochs,
+                c->qat_epochs, c->quant_config.c_str(),
+                static_cast<long long>(c->source_parameters));
+  }
   std::printf("top-1            %.2f%% on %lld test images\n", 100 * top1,
               static_cast<long long>(test_data.size()));
   std::printf("parameters       %lld\n", static_cast<long long>(cfg.parameter_count()));
+  std::printf("MACs per image   %lld\n", static_cast<long long>(cfg.macs_per_image()));
   std::printf("model bytes      %s (%llu B)\n", human_bytes(static_cast<double>(bytes)).c_str(),
               static_cast<unsigned long long>(bytes));
   std::printf(
-      "latency, batch 1 p50 %.3f ms, p90 %.3f ms (%d threads; fake-quantized float "
-      "simulation, not an integer engine)\n",
-      latency.p50_ms, latency.p90_ms, common.threads);
+      "latency, batch 1 p50 %.3f ms, p90 %.3f ms (%d threads; %s)\n", latency.p50_ms,
+      latency.p90_ms, common.threads,
+      simulated ? "fake-quantized float simulation, not the integer engine" : "integer engine");
+  std::printf("peak RSS         %s\n", human_bytes(static_cast<double>(peak_rss_bytes())).c_str());
 }
 
 template <class AddCommon>

@@ -8,11 +8,15 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cmd_bench.hpp"
+#include "cmd_compress.hpp"
 #include "cmd_eval.hpp"
 #include "cmd_info.hpp"
+#include "cmd_profile.hpp"
 #include "cmd_prune.hpp"
 #include "cmd_quantize.hpp"
 #include "cmd_run.hpp"
+#include "cmd_sweep.hpp"
 #include "cmd_train.hpp"
 #include "vitcompress/core/error.hpp"
 
@@ -34,6 +38,10 @@ int main(int argc, char** argv) {
   vitc::cli::register_run(app, common, add_common);
   vitc::cli::register_prune(app, common, add_common);
   vitc::cli::register_quantize(app, common, add_common);
+  vitc::cli::register_profile(app, common, add_common);
+  vitc::cli::register_compress(app, common, add_common);
+  vitc::cli::register_bench(app, common, add_common);
+  vitc::cli::register_sweep(app, common, add_common);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

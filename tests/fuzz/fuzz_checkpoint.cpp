@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the checkpoint loaders above the safetensors layer: a float ViT
-// (model::load_vit, which infers or reads the configuration) and a quantized ViT
-// (quant::load_quantized, which validates codes, scales and the quantization configuration). A
-// checkpoint that loads must also run: one forward pass on a constant image. Only vitc::Error may
-// escape; a crash, a sanitizer report or any other exception is a bug.
+// (model::load_vit, which infers or reads the configuration), a quantized ViT
+// (quant::load_quantized, which validates codes, scales and the quantization configuration) and a
+// compressed ViT (engine::load_compressed: the quantized checkpoint plus its "vitc.compressed"
+// record). A checkpoint that loads must also run: one forward pass on a constant image. Only
+// vitc::Error may escape; a crash, a sanitizer report or any other exception is a bug.
+// (The integer engine is not run here: its SIMD output stages do not compile under clang 14's
+// always_inline target checks, and libFuzzer needs clang.)
 //
-// The seed corpus is generated (fuzz_checkpoint_seeds): tiny float, w8a8 and w4a8 checkpoints.
+// The seed corpus is generated (fuzz_checkpoint_seeds): tiny float, w8a8 and w4a8 checkpoints,
+// and compressed w8a8 and w4a8 ones.
 
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +18,7 @@
 #include <exception>
 #include <span>
 
+#include "vitcompress/engine/compressed_checkpoint.hpp"
 #include "vitcompress/io/safetensors.hpp"
 #include "vitcompress/model/vit_checkpoint.hpp"
 #include "vitcompress/model/vit_forward.hpp"
@@ -40,7 +45,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     const auto reader = vitc::io::SafetensorsReader::from_buffer(
         std::span<const std::byte>(reinterpret_cast<const std::byte*>(data), size));
-    if (reader.metadata().contains("vitc.quant")) {
+    if (reader.metadata().contains(vitc::engine::kCompressedMetadataKey)) {
+      auto compressed = vitc::engine::load_compressed(reader);
+      auto& model = compressed.model;
+      run_once(model.master_weights().config,
+               [&](auto& image, auto& logits) { model.predict(image.view(), logits.view()); });
+    } else if (reader.metadata().contains("vitc.quant")) {
       auto model = vitc::quant::load_quantized(reader);
       run_once(model.master_weights().config,
                [&](auto& image, auto& logits) { model.predict(image.view(), logits.view()); });

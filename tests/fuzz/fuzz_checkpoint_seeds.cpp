@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Writes the seed corpus of fuzz_checkpoint into DIR: a tiny float ViT (8x8 images, patch 4, width
 // 8, one block of 2 heads) and the same model quantized as w8a8 and w4a8 after calibration on
-// random images. Deterministic (fixed seeds), so tests/fuzz/run regenerates it on every run instead
-// of committing binary files.
+// random images, as quantized and as compressed checkpoints. Deterministic (fixed seeds), so
+// tests/fuzz/run regenerates it on every run instead of committing binary files.
 //   usage: fuzz_checkpoint_seeds DIR
 
 #include <cstdint>
@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <random>
 
+#include "vitcompress/engine/compressed_checkpoint.hpp"
 #include "vitcompress/model/image_batches.hpp"
 #include "vitcompress/model/vit_checkpoint.hpp"
 #include "vitcompress/quant/quantized_checkpoint.hpp"
@@ -36,6 +37,21 @@ int main(int argc, char** argv) {
     vitc::quant::FakeQuantViT q(weights, vitc::quant::QuantConfig::named(name));
     q.calibrate(data, data.size());
     vitc::quant::save_quantized(dir / (std::string(name) + ".safetensors"), q);
+    vitc::engine::CompressionInfo info;
+    info.prune_ratio = 0.25;
+    info.importance = "taylor";
+    info.groups = {"heads", "mlp"};
+    info.finetune_epochs = 1;
+    info.calibration_images = data.size();
+    info.quant_config = name;
+    info.source_parameters = config.parameter_count() * 2;
+    info.source_macs = config.macs_per_image() * 2;
+    info.source_file = "float.safetensors";
+    info.top1 = 0.5;
+    info.top1_images = 16;
+    info.measured_by = "engine";
+    vitc::engine::save_compressed(dir / (std::string("compressed_") + name + ".safetensors"), q,
+                                  info);
   }
   return 0;
 }
