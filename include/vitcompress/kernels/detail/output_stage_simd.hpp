@@ -171,12 +171,20 @@ VITC_TARGET_AVX512VNNI VITC_ALWAYS_INLINE void pipeline_512(const std::tuple<S..
   }
 }
 
+// Clang refuses to always-inline a function with target features into one without them even when
+// that caller is itself always-inlined into a function that has them (apply_pipeline_row_simd
+// below, the int4 driver), which GCC accepts. On Clang the row evaluators are therefore ordinary
+// calls (one per tile row); on GCC they stay always-inlined.
+#if defined(__clang__)
+#define VITC_ROW_EVALUATOR_INLINE inline
+#else
+#define VITC_ROW_EVALUATOR_INLINE VITC_ALWAYS_INLINE
+#endif
+
 // dst[j] = pipeline(acc[j]) for columns n0 .. n0 + count − 1, 16 at a time.
 template <class Pipeline, class OutT>
-VITC_TARGET_AVX512VNNI VITC_ALWAYS_INLINE void apply_pipeline_row_512(const Pipeline& pipeline,
-                                                                      const std::int32_t* acc,
-                                                                      Index n0, Index count,
-                                                                      OutT* dst) noexcept {
+VITC_TARGET_AVX512VNNI VITC_ROW_EVALUATOR_INLINE void apply_pipeline_row_512(
+    const Pipeline& pipeline, const std::int32_t* acc, Index n0, Index count, OutT* dst) noexcept {
   if constexpr (!SimdPipeline<Pipeline>::value || std::tuple_size_v<Pipeline> == 0) {
     apply_pipeline_row(pipeline, acc, n0, count, dst);
   } else {
@@ -295,9 +303,10 @@ VITC_TARGET_AVX2 VITC_ALWAYS_INLINE void store_256(const Last& s, const V256& x,
 // dst[j] = pipeline(acc[j]), 8 columns at a time. Per-column arrays are read 8 at a time, so full
 // vectors only; the tail uses the scalar row.
 template <class Pipeline, class OutT>
-VITC_TARGET_AVX2 VITC_ALWAYS_INLINE void apply_pipeline_row_256(const Pipeline& pipeline,
-                                                                const std::int32_t* acc, Index n0,
-                                                                Index count, OutT* dst) noexcept {
+VITC_TARGET_AVX2 VITC_ROW_EVALUATOR_INLINE void apply_pipeline_row_256(const Pipeline& pipeline,
+                                                                       const std::int32_t* acc,
+                                                                       Index n0, Index count,
+                                                                       OutT* dst) noexcept {
   if constexpr (!SimdPipeline<Pipeline>::value || std::tuple_size_v<Pipeline> == 0) {
     apply_pipeline_row(pipeline, acc, n0, count, dst);
   } else {
