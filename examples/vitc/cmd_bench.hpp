@@ -208,7 +208,7 @@ inline Json measure_model(const std::string& path, Index batch, Index runs, int 
   if (accuracy_images > 0) {  // after the peak RSS was read: the test images are not counted
     const auto test_set = io::load_fashion_mnist(io::Split::kTest);
     const auto test_data = labeled(test_set, accuracy_images);
-    out["top1"] = runner_top1(runner, test_data, {}, batch);
+    out["top1"] = model::evaluate_top1(runner, test_data, {}, batch);
     out["test_images"] = test_data.size();
   }
   return out;

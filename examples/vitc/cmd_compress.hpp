@@ -103,7 +103,7 @@ inline void run_compress(const CompressOptions& o, const CommonOptions& common) 
     ModelRunner runner(o.output, kEvalBatch, &pool);
     const auto test_set = io::load_fashion_mnist(io::Split::kTest);
     const auto test_data = labeled(test_set, o.eval_limit);
-    const double top1 = runner_top1(runner, test_data, {}, kEvalBatch);
+    const double top1 = model::evaluate_top1(runner, test_data, {}, kEvalBatch);
     runs_on = runner.runs_on();
     r.info.top1 = top1;
     r.info.top1_images = test_data.size();

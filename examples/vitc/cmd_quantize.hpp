@@ -246,7 +246,7 @@ inline void run_eval_quantized(const EvalOptions& o, const CommonOptions& common
   const auto test_set = io::load_fashion_mnist(io::Split::kTest);
   const auto test_data = labeled(test_set, o.limit);
   const auto t0 = std::chrono::steady_clock::now();
-  const double top1 = runner_top1(runner, test_data, {}, kEvalBatch);
+  const double top1 = model::evaluate_top1(runner, test_data, {}, kEvalBatch);
   const double eval_seconds = seconds_since(t0);
   const auto latency = measure_latency([&](auto x, auto z) { runner.predict(x, z); }, test_data, {},
                                        runner.num_classes(), o.latency_runs);

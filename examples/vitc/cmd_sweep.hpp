@@ -287,7 +287,7 @@ inline void run_sweep(const SweepOptions& o, const CommonOptions& common) {
           ThreadPool pool(common.threads);
           constexpr Index kEvalBatch = 256;
           ModelRunner runner(path.string(), kEvalBatch, &pool);
-          top1 = runner_top1(runner, test_data, {}, kEvalBatch);
+          top1 = model::evaluate_top1(runner, test_data, {}, kEvalBatch);
           runs_on = runner.runs_on();
         }
         const Json m = run_self({"bench", path.string(), "--json", "-q", "-j", "1", "--runs",

@@ -5,9 +5,7 @@
 // supports its configuration, else by the fake-quant simulation it was calibrated in. Shared by
 // vitc eval, run, bench and sweep; `runs_on()` says which computation ran.
 
-#include <algorithm>
 #include <memory>
-#include <numeric>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,8 +15,8 @@
 #include "vitcompress/engine/compressed_checkpoint.hpp"
 #include "vitcompress/engine/int_vit.hpp"
 #include "vitcompress/io/safetensors.hpp"
-#include "vitcompress/model/image_batches.hpp"
 #include "vitcompress/model/packed_vit.hpp"
+#include "vitcompress/model/train.hpp"
 #include "vitcompress/model/vit_checkpoint.hpp"
 #include "vitcompress/quant/quantized_checkpoint.hpp"
 
@@ -109,32 +107,5 @@ class ModelRunner {
   std::optional<engine::CompressionInfo> info_;
   Json calibration_;
 };
-
-// Top-1 of `runner` on `data` in batches of at most `batch` images (no augmentation).
-inline double runner_top1(ModelRunner& runner, const model::LabeledImages& data,
-                          const model::ImageNormalization& norm, Index batch) {
-  const Index n = data.size(), classes = runner.num_classes();
-  if (n == 0) VITC_THROW(ArgumentError("evaluation: the data set is empty"));
-  Tensor<float, 4> x({std::min(batch, n), 1, data.images.extent(1), data.images.extent(2)});
-  Tensor<float, 2> z({std::min(batch, n), classes});
-  std::vector<Index> idx;
-  Index correct = 0;
-  for (Index start = 0; start < n; start += batch) {
-    const Index b = std::min(batch, n - start);
-    idx.resize(static_cast<std::size_t>(b));
-    std::iota(idx.begin(), idx.end(), start);
-    auto xb = x.view().slice(0, 0, b);
-    auto zb = z.view().slice(0, 0, b);
-    model::make_image_batch(data.images, idx, norm, {}, nullptr, xb);
-    runner.predict(TensorView<const float, 4>(xb), zb);
-    for (Index i = 0; i < b; ++i) {
-      Index arg = 0;
-      for (Index c = 1; c < classes; ++c)
-        if (zb(i, c) > zb(i, arg)) arg = c;
-      if (arg == static_cast<Index>(data.labels(start + i))) ++correct;
-    }
-  }
-  return static_cast<double>(correct) / static_cast<double>(n);
-}
 
 }  // namespace vitc::cli

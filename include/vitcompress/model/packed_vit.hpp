@@ -142,11 +142,7 @@ inline void PackedViT::forward(TensorView<const float, 4> images, TensorView<flo
   const ViTConfig& c = config_;
   detail::check_images(c, images);
   const Index batch = images.extent(0);
-  if (logits.shape() != Shape<2>{batch, c.num_classes} ||
-      (c.num_classes > 1 && logits.stride(1) != 1))
-    VITC_THROW(ShapeError("logits: expected a row-contiguous view of shape [" +
-                          std::to_string(batch) + ", " + std::to_string(c.num_classes) + "], got " +
-                          vitc::detail::shape_string(logits.shape())));
+  detail::check_logits(c, batch, logits);
   kernels::arch::dispatch(arch_,
                           [&](auto tag) { forward_impl<decltype(tag)>(images, logits, pool); });
 }

@@ -32,13 +32,19 @@
 
 namespace vitc::model {
 
+// A model that predicts logits for a batch of images (what evaluate_top1 needs).
 template <class M>
-concept Trainable = requires(M& m, TensorView<const float, 4> x,
-                             TensorView<const std::int32_t, 1> y, TensorView<float, 2> logits) {
-  { m.compute_gradients(x, y, 0.0) } -> std::same_as<LossStats>;
-  { m.parameter_slots() } -> std::same_as<std::vector<ParameterSlot>>;
+concept Classifier = requires(M& m, TensorView<const float, 4> x, TensorView<float, 2> logits) {
   { m.num_classes() } -> std::convertible_to<Index>;
   m.predict(x, logits);
+};
+
+// A Classifier that the trainer can also fit (gradients and parameter slots).
+template <class M>
+concept Trainable = Classifier<M> &&
+    requires(M& m, TensorView<const float, 4> x, TensorView<const std::int32_t, 1> y) {
+  { m.compute_gradients(x, y, 0.0) } -> std::same_as<LossStats>;
+  { m.parameter_slots() } -> std::same_as<std::vector<ParameterSlot>>;
 };
 
 struct TrainConfig {
@@ -87,7 +93,7 @@ struct EpochResult {
 };
 
 // Top-1 accuracy on a labelled set (no augmentation).
-template <Trainable M>
+template <Classifier M>
 double evaluate_top1(M& model, const LabeledImages& data, const ImageNormalization& norm,
                      Index batch_size = 256) {
   data.validate();

@@ -99,6 +99,15 @@ void check_images(const ViTConfig& c, const TensorView<const T, 4>& images) {
                           "], got " + vitc::detail::shape_string(images.shape())));
 }
 
+template <class T>
+void check_logits(const ViTConfig& c, Index batch, const TensorView<T, 2>& logits) {
+  if (logits.shape() != Shape<2>{batch, c.num_classes} ||
+      (c.num_classes > 1 && logits.stride(1) != 1))
+    VITC_THROW(ShapeError("logits: expected a row-contiguous view of shape [" +
+                          std::to_string(batch) + ", " + std::to_string(c.num_classes) + "], got " +
+                          vitc::detail::shape_string(logits.shape())));
+}
+
 // Sizes the workspace for one pass and records what it holds.
 template <class T>
 void prepare_workspace(ViTWorkspace<T>& ws, const ViTConfig& c, Index batch, Pass pass,
@@ -261,11 +270,7 @@ void vit_forward(const ViTWeights<T>& weights, std::type_identity_t<TensorView<c
   check_weights_for_pass(weights);
   check_images(c, images);
   const Index batch = images.extent(0);
-  if (logits.shape() != Shape<2>{batch, c.num_classes} ||
-      (c.num_classes > 1 && logits.stride(1) != 1))
-    VITC_THROW(ShapeError("logits: expected a row-contiguous view of shape [" +
-                          std::to_string(batch) + ", " + std::to_string(c.num_classes) + "], got " +
-                          vitc::detail::shape_string(logits.shape())));
+  check_logits(c, batch, logits);
   constexpr bool kHooked = std::remove_cvref_t<Hooks>::kEnabled;
   const bool training = pass == Pass::kTraining;
   prepare_workspace(workspace, c, batch, pass, kHooked);
