@@ -23,7 +23,8 @@ static_assert(imp::ImportanceEstimator<imp::HessianDiag<imp::EmpiricalFisher>>);
 static_assert(imp::ImportanceEstimator<imp::HessianDiag<imp::Hutchinson>>);
 static_assert(imp::GroupNormalizer<imp::normalize::Lamp>);
 
-namespace {
+// Named, not anonymous: the test family builds as one unity TU.
+namespace group_importance_test {
 
 Tensor<double, 2> matrix(Index rows, Index cols, std::vector<double> values) {
   Tensor<double, 2> t({rows, cols});
@@ -39,8 +40,6 @@ struct Identity {
   static constexpr std::string_view name() { return "identity"; }
   static constexpr double contribution(double w, double) { return w; }
 };
-
-}  // namespace
 
 TEST_SUITE("importance") {
   TEST_CASE("channel_view: the pruned dimension in the middle, any rank") {
@@ -170,3 +169,5 @@ TEST_SUITE("importance") {
                     vitc::ArgumentError);
   }
 }
+
+}  // namespace group_importance_test

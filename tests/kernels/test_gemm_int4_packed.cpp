@@ -13,7 +13,8 @@
 #include "vitcompress/kernels/arch.hpp"
 #include "vitcompress/kernels/gemm_int4_packed.hpp"
 
-namespace {
+// Named, not anonymous: the test family builds as one unity TU.
+namespace gemm_int4_packed_test {
 
 using vitc::Index;
 using vitc::Tensor;
@@ -106,8 +107,6 @@ std::vector<float> random_scales(Index count, std::mt19937& rng) {
   for (auto& v : s) v = d(rng);
   return s;
 }
-
-}  // namespace
 
 TEST_SUITE("kernels") {
   TEST_CASE("PackedWeightsInt4: layout, sums, scales and validation") {
@@ -331,3 +330,5 @@ TEST_SUITE("kernels") {
     CHECK_THROWS_AS(kn::gemm_int4(a.cview(), 200, pc, c.view()), vitc::ArgumentError);
   }
 }
+
+}  // namespace gemm_int4_packed_test

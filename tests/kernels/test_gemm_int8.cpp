@@ -14,7 +14,8 @@
 #include "vitcompress/kernels/arch.hpp"
 #include "vitcompress/kernels/gemm_int8.hpp"
 
-namespace {
+// Named, not anonymous: the test family builds as one unity TU.
+namespace gemm_int8_test {
 
 using vitc::Index;
 using vitc::Tensor;
@@ -136,8 +137,6 @@ void check_against_scalar(const Tensor<AT, 2>& a, std::int32_t za, const Tensor<
 
 using Int8Out = std::tuple<kn::OutputBiasAdd, kn::OutputRequantize, kn::OutputAddZeroPoint,
                            kn::OutputClamp, kn::OutputSaturatingCast<std::int8_t>>;
-
-}  // namespace
 
 TEST_SUITE("kernels") {
   TEST_CASE("gemm_int8: the scalar path equals the definition computed from unpacked B") {
@@ -534,3 +533,5 @@ TEST_SUITE("kernels") {
     CHECK(empty.panels() == 0);
   }
 }
+
+}  // namespace gemm_int8_test

@@ -27,7 +27,8 @@ namespace arch = vitc::kernels::arch;
 namespace detail = vitc::kernels::detail;
 using vitc_test::Strided;
 
-namespace {
+// Named, not anonymous: the test family builds as one unity TU.
+namespace softmax_int_test {
 
 std::int64_t floor_div(std::int64_t a, std::int64_t b) {
   std::int64_t q = a / b;
@@ -85,8 +86,6 @@ void run_scalar_row(const SoftmaxParams<Exp, Out>& p, const std::vector<In>& x,
   y.assign(x.size(), 0);
   detail::softmax_row_scalar(p, x.data(), y.data(), static_cast<Index>(x.size()));
 }
-
-}  // namespace
 
 TEST_SUITE("kernels") {
   TEST_CASE("prepare_softmax validates its arguments and names them") {
@@ -426,3 +425,5 @@ TEST_SUITE("kernels") {
 #endif
   }
 }
+
+}  // namespace softmax_int_test

@@ -6,22 +6,14 @@
 #include <set>
 #include <string>
 
+#include "graph_test_util.hpp"
 #include "vitcompress/prune/dependency_graph.hpp"
 #include "vitcompress/prune/network_description.hpp"
 
 using namespace vitc::prune;
 using vitc::Index;
 
-namespace {
-
-std::set<std::string> member_names(const DependencyGraph& g, const Group& grp) {
-  std::set<std::string> out;
-  for (const GroupMember& m : grp.members)
-    out.insert(g.params()[static_cast<std::size_t>(m.param)].name + "/" + std::to_string(m.dim));
-  return out;
-}
-
-}  // namespace
+using vitc::test::member_names;
 
 TEST_SUITE("prune") {
   TEST_CASE("an MLP has one hidden group: fc1 rows and bias, fc2 columns") {

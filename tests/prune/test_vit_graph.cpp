@@ -8,21 +8,13 @@
 #include <vector>
 
 #include "../model/vit_test_util.hpp"
+#include "graph_test_util.hpp"
 #include "vitcompress/prune/vit_graph.hpp"
 
 using namespace vitc::prune;
 using vitc::Index;
 
-namespace {
-
-std::set<std::string> member_names(const DependencyGraph& g, const Group& grp) {
-  std::set<std::string> out;
-  for (const GroupMember& m : grp.members)
-    out.insert(g.params()[static_cast<std::size_t>(m.param)].name + "/" + std::to_string(m.dim));
-  return out;
-}
-
-}  // namespace
+using vitc::test::member_names;
 
 TEST_SUITE("prune") {
   TEST_CASE("ViT graph: exactly the expected groups") {
