@@ -2,6 +2,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <vector>
 
 #include "vitcompress/core/parallel_for.hpp"
@@ -48,6 +50,33 @@ TEST_SUITE("core") {
       total += sum;
     }
     CHECK(total == 2000L * 4950);
+  }
+
+  TEST_CASE("spinning and sleeping pools: back to back, fewer chunks than threads, slow bodies") {
+    // Exercises both hand-offs: the spin window (short bodies, calls back to back) and the
+    // sleep after it (bodies slower than the window, pauses between calls).
+    for (int spin : {0, 1, vitc::ThreadPool::kDefaultSpin}) {
+      for (int threads : {2, 4}) {
+        CAPTURE(spin);
+        CAPTURE(threads);
+        vitc::ThreadPool pool(threads, spin);
+        long expected = 0, total = 0;
+        for (int rep = 0; rep < 600; ++rep) {
+          const vitc::ParallelIndex n = 1 + rep % 7;
+          const bool slow = rep % 50 == 0;
+          std::atomic<long> sum{0};
+          pool.parallel_for(n, 1, [&](auto b, auto e) {
+            if (slow) std::this_thread::sleep_for(std::chrono::microseconds(300));
+            for (auto i = b; i < e; ++i) sum += i + 1;
+          });
+          if (rep % 97 == 0) std::this_thread::sleep_for(std::chrono::microseconds(500));
+          total += sum;
+          expected += n * (n + 1) / 2;
+        }
+        CHECK(total == expected);
+      }
+    }
+    CHECK_THROWS_AS(vitc::ThreadPool(2, -1), vitc::ArgumentError);
   }
 
   TEST_CASE("Sequential runs the whole range once") {
