@@ -96,6 +96,26 @@ Index argmax_row(const Tensor<float, 2>& z, Index r) {
   return best;
 }
 
+// How far engine logits z are from reference logits zf: relative RMS difference and the number of
+// images whose top-1 class agrees.
+struct LogitAgreement {
+  double rel = 0;
+  Index agree = 0;
+};
+LogitAgreement compare_logits(const Tensor<float, 2>& z, const Tensor<float, 2>& zf) {
+  double err = 0, ref = 0;
+  LogitAgreement out;
+  for (Index i = 0; i < z.extent(0); ++i) {
+    for (Index c = 0; c < z.extent(1); ++c) {
+      err += (z(i, c) - zf(i, c)) * (z(i, c) - zf(i, c));
+      ref += zf(i, c) * zf(i, c);
+    }
+    out.agree += argmax_row(z, i) == argmax_row(zf, i);
+  }
+  out.rel = std::sqrt(err / ref);
+  return out;
+}
+
 // The environment: one small calibrated model and its images, built once.
 struct Fixture {
   RandomImages calib{96, 16, 11};
@@ -192,16 +212,7 @@ TEST_SUITE("engine") {
     const auto z = run(e4, f.x);
     Tensor<float, 2> zf({f.x.extent(0), 10});
     f.fq4.predict(f.x.cview(), zf.view());
-    Index agree = 0;
-    double err = 0, ref = 0;
-    for (Index i = 0; i < z.extent(0); ++i) {
-      for (Index c = 0; c < z.extent(1); ++c) {
-        err += (z(i, c) - zf(i, c)) * (z(i, c) - zf(i, c));
-        ref += zf(i, c) * zf(i, c);
-      }
-      agree += argmax_row(z, i) == argmax_row(zf, i);
-    }
-    const double rel = std::sqrt(err / ref);
+    const auto [rel, agree] = compare_logits(z, zf);
     MESSAGE("w4a8: relative logit RMS difference ", rel, ", top-1 agreement ",
             static_cast<double>(agree) / static_cast<double>(z.extent(0)));
     CHECK(rel < 0.08);
@@ -271,16 +282,7 @@ TEST_SUITE("engine") {
     f.fq.predict(f.x.cview(), zf.view());
     const auto check = [&](auto& eng, double max_rel, double min_agree, const char* what) {
       const auto z = run(eng, f.x);
-      double err = 0, ref = 0;
-      Index agree = 0;
-      for (Index i = 0; i < z.extent(0); ++i) {
-        for (Index c = 0; c < z.extent(1); ++c) {
-          err += (z(i, c) - zf(i, c)) * (z(i, c) - zf(i, c));
-          ref += zf(i, c) * zf(i, c);
-        }
-        agree += argmax_row(z, i) == argmax_row(zf, i);
-      }
-      const double rel = std::sqrt(err / ref);
+      const auto [rel, agree] = compare_logits(z, zf);
       const double frac = static_cast<double>(agree) / static_cast<double>(z.extent(0));
       MESSAGE(std::string(what), ": relative logit RMS difference ", rel, ", top-1 agreement ",
               frac);
