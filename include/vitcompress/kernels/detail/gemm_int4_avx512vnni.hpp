@@ -183,14 +183,15 @@ VITC_ALWAYS_INLINE void int4_drive_panels(const Tiles& tiles, int tiles_per_row,
           direct ? static_cast<void*>(p.c + m0 * p.c_row_stride + n0) : static_cast<void*>(tile);
       t.ldd = direct ? p.c_row_stride : nv * 16;
       fn(t);
-      if (!direct)
-        for (Index r = 0; r < mr; ++r) {
-          OutT* out = p.c + (m0 + r) * p.c_row_stride + n0;
-          if constexpr (kGrouped)
-            std::copy(tile + r * nv * 16, tile + r * nv * 16 + ncols, out);
-          else
-            apply_pipeline_row_simd<kSimdWidth>(pipeline, tile + r * nv * 16, n0, ncols, out);
-        }
+      if (!direct) {
+        OutT* out = p.c + m0 * p.c_row_stride + n0;
+        if constexpr (kGrouped)
+          for (Index r = 0; r < mr; ++r)
+            std::copy(tile + r * nv * 16, tile + r * nv * 16 + ncols, out + r * p.c_row_stride);
+        else
+          apply_pipeline_tile_simd<kSimdWidth>(pipeline, tile, nv * 16, mr, n0, ncols, out,
+                                               p.c_row_stride);
+      }
     }
   }
 }

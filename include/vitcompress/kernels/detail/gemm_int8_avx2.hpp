@@ -179,9 +179,8 @@ VITC_TARGET_AVX2 void gemm_int8_avx2_panels(const GemmInt8Problem<AT, OutT>& p,
         }
       }
       if constexpr (!kDirect)
-        for (Index r = 0; r < mr; ++r)
-          apply_pipeline_row_256(pipeline, tile + r * nv * 16, n0, ncols,
-                                 p.c + (m0 + r) * p.c_row_stride + n0);
+        apply_pipeline_tile_256(pipeline, tile, nv * 16, mr, n0, ncols,
+                                p.c + m0 * p.c_row_stride + n0, p.c_row_stride);
     }
   }
 }

@@ -116,9 +116,8 @@ VITC_TARGET_AVX512VNNI void gemm_int8_vnni_panels(const GemmInt8Problem<AT, OutT
       const Index ldo = direct ? p.c_row_stride : nv * 16;
       fn(plan.a + m0 * plan.lda, plan.lda, b.panel(q), pb, kg, plan.colcorr + n0, out, ldo);
       if (!direct)
-        for (Index r = 0; r < mr; ++r)
-          apply_pipeline_row_512(pipeline, tile + r * nv * 16, n0, ncols,
-                                 p.c + (m0 + r) * p.c_row_stride + n0);
+        apply_pipeline_tile_512(pipeline, tile, nv * 16, mr, n0, ncols,
+                                p.c + m0 * p.c_row_stride + n0, p.c_row_stride);
     }
   }
 }
