@@ -28,10 +28,36 @@ Tensor<T, 2> random_matrix(Index rows, Index cols, int lo, int hi, std::uint64_t
   return m;
 }
 
-// Same packed bytes, column sums and −128 flags as a freshly packed copy of b.
+// The layout's definition read back element by element: every B[k][n], zero padding, column
+// sums and −128 flags computed directly from b (independent of the packing code).
+bool matches_definition(const kn::PackedWeightsInt8& got, TensorView<const std::int8_t, 2> b) {
+  const Index k = b.extent(0), n = b.extent(1), panel = kn::PackedWeightsInt8::kPanel;
+  if (got.depth() != k || got.cols() != n) return false;
+  for (Index p = 0; p < got.panels(); ++p) {
+    bool has_min = false;
+    for (Index g = 0; g < got.kgroups(); ++g)
+      for (Index c = 0; c < panel; ++c)
+        for (Index j = 0; j < 4; ++j) {
+          const Index kk = 4 * g + j, nn = p * panel + c;
+          const std::int8_t want = kk < k && nn < n ? b(kk, nn) : std::int8_t{0};
+          if (got.panel(p)[g * 64 + c * 4 + j] != want) return false;
+          has_min |= want == -128;
+        }
+    if (got.panel_has_min(p) != has_min) return false;
+  }
+  for (Index nn = 0; nn < got.panels() * panel; ++nn) {
+    std::int32_t sum = 0;
+    for (Index kk = 0; nn < n && kk < k; ++kk) sum += b(kk, nn);
+    if (got.column_sums()[nn] != sum) return false;
+  }
+  return true;
+}
+
+// Same packed bytes, column sums and −128 flags as a freshly packed copy of b, and both equal to
+// the layout's definition.
 bool same_packing(const kn::PackedWeightsInt8& got, TensorView<const std::int8_t, 2> b) {
   const kn::PackedWeightsInt8 want(b);
-  if (got.depth() != want.depth() || got.cols() != want.cols()) return false;
+  if (!matches_definition(got, b) || !matches_definition(want, b)) return false;
   const Index bytes = want.panels() * want.panel_bytes();
   if (std::memcmp(got.data(), want.data(), static_cast<std::size_t>(bytes)) != 0) return false;
   for (Index n = 0; n < want.panels() * kn::PackedWeightsInt8::kPanel; ++n)
@@ -65,6 +91,17 @@ TEST_SUITE("engine") {
       p.repack(b);
       CHECK(same_packing(p, b));
     }
+    // −128 in one panel only: its flag set, the others clear, on both fast paths.
+    auto one_min = random_matrix<std::int8_t>(23, 40, -127, 127, 3);
+    one_min(5, 19) = -128;
+    p.repack(one_min.cview());
+    CHECK(same_packing(p, one_min.cview()));
+    CHECK(p.panel_has_min(1));
+    CHECK(!p.panel_has_min(0));
+    p.repack(one_min.cview().slice(1, 0, 21).transposed());
+    CHECK(same_packing(p, one_min.cview().slice(1, 0, 21).transposed()));
+    CHECK(p.panel_has_min(0));
+    CHECK(!p.panel_has_min(1));
     // A generic strided view (neither dimension contiguous) and a B larger than reserved.
     const TensorView<const std::int8_t, 2> strided(kv.data(), {10, 11}, {80, 3});
     p.repack(strided);

@@ -140,47 +140,74 @@ class PackedWeightsInt8 {
     std::int32_t* sums = col_sums_.data();
     const Index pb = panel_bytes(), k = k_, n_all = n_;
     if (s0 == 1) {
-      // Column n of B is contiguous: 4 consecutive k of it make one 32-bit lane.
+      // Column n of B is contiguous: 4 consecutive k of it make one 32-bit lane. Loops written
+      // so that the compiler vectorizes them (sums and minima over a column; dword copies).
       const Index kfull = k / kKGroup * kKGroup;
       for (Index p = 0; p < panels(); ++p) {
         std::int8_t* pd = dst + p * pb;
         const Index c_end = std::min(kPanel, n_all - p * kPanel);
-        bool has_min = false;
+        const std::int8_t* first = src + p * kPanel * s1;
+        for (Index kk = 0; kk < kfull; kk += kKGroup) {
+          std::int8_t* g = pd + kk * kPanel;
+          for (Index c = 0; c < c_end; ++c) std::memcpy(g + c * kKGroup, first + c * s1 + kk, 4);
+        }
+        std::int8_t low = 0;
         for (Index c = 0; c < c_end; ++c) {
-          const std::int8_t* col = src + (p * kPanel + c) * s1;
-          std::int32_t sum = 0;
-          for (Index kk = 0; kk < kfull; kk += kKGroup)
-            std::memcpy(pd + kk * kPanel + c * kKGroup, col + kk, kKGroup);
+          const std::int8_t* col = first + c * s1;
           for (Index kk = kfull; kk < k; ++kk)
             pd[kfull * kPanel + c * kKGroup + (kk - kfull)] = col[kk];
+          std::int32_t sum = 0;
+          std::int8_t mn = 0;
           for (Index kk = 0; kk < k; ++kk) {
             sum += col[kk];
-            has_min |= col[kk] == -128;
+            mn = std::min(mn, col[kk]);
           }
           sums[p * kPanel + c] = sum;
+          low = std::min(low, mn);
         }
-        panel_min_[static_cast<std::size_t>(p)] = has_min ? 1 : 0;
+        panel_min_[static_cast<std::size_t>(p)] = low == -128 ? 1 : 0;
       }
       return;
     }
     if (s1 == 1) {
-      // Row k of B is contiguous: a 4×16 byte transpose per k-group and panel.
+      // Row k of B is contiguous: a 4×16 byte transpose per k-group and panel, built as dwords
+      // of four rows' bytes (vectorizable), with per-column sums and minima.
       for (Index p = 0; p < panels(); ++p) {
         std::int8_t* pd = dst + p * pb;
         const Index c_end = std::min(kPanel, n_all - p * kPanel);
         std::int32_t sum[kPanel] = {};
-        bool has_min = false;
-        for (Index kk = 0; kk < k; ++kk) {
-          const std::int8_t* row = src + kk * s0 + p * kPanel;
-          std::int8_t* g = pd + (kk / kKGroup) * kGroupBytes + (kk % kKGroup);
-          for (Index c = 0; c < c_end; ++c) {
-            g[c * kKGroup] = row[c];
-            sum[c] += row[c];
-            has_min |= row[c] == -128;
+        std::int8_t mn[kPanel] = {};
+        const std::int8_t* first = src + p * kPanel;
+        const std::int8_t zeros[kPanel] = {};
+        for (Index kk = 0; kk < k; kk += kKGroup) {
+          const std::int8_t* r[kKGroup];
+          for (Index j = 0; j < kKGroup; ++j) r[j] = kk + j < k ? first + (kk + j) * s0 : zeros;
+          std::uint32_t lanes[kPanel];
+          if (c_end == kPanel) {
+            for (Index c = 0; c < kPanel; ++c) {
+              lanes[c] = std::uint32_t{static_cast<std::uint8_t>(r[0][c])} |
+                         std::uint32_t{static_cast<std::uint8_t>(r[1][c])} << 8 |
+                         std::uint32_t{static_cast<std::uint8_t>(r[2][c])} << 16 |
+                         std::uint32_t{static_cast<std::uint8_t>(r[3][c])} << 24;
+              sum[c] += r[0][c] + r[1][c] + r[2][c] + r[3][c];
+              mn[c] = std::min({mn[c], r[0][c], r[1][c], r[2][c], r[3][c]});
+            }
+            std::memcpy(pd + (kk / kKGroup) * kGroupBytes, lanes, sizeof lanes);
+          } else {
+            for (Index c = 0; c < c_end; ++c)
+              for (Index j = 0; j < kKGroup; ++j) {
+                pd[(kk / kKGroup) * kGroupBytes + c * kKGroup + j] = r[j][c];
+                sum[c] += r[j][c];
+                mn[c] = std::min(mn[c], r[j][c]);
+              }
           }
         }
-        for (Index c = 0; c < c_end; ++c) sums[p * kPanel + c] = sum[c];
-        panel_min_[static_cast<std::size_t>(p)] = has_min ? 1 : 0;
+        std::int8_t low = 0;
+        for (Index c = 0; c < c_end; ++c) {
+          sums[p * kPanel + c] = sum[c];
+          low = std::min(low, mn[c]);
+        }
+        panel_min_[static_cast<std::size_t>(p)] = low == -128 ? 1 : 0;
       }
       return;
     }
