@@ -90,6 +90,7 @@
 #include "vitcompress/core/parallel_for.hpp"
 #include "vitcompress/core/tensor.hpp"
 #include "vitcompress/engine/detail/int_vit_ops.hpp"
+#include "vitcompress/engine/detail/step_table.hpp"
 #include "vitcompress/engine/policies.hpp"
 #include "vitcompress/engine/stage_profile.hpp"
 #include "vitcompress/kernels/fixed_point.hpp"
@@ -288,8 +289,9 @@ class IntViT {
       VITC_THROW(ArgumentError("IntViT: fp16 'other_params' are not supported"));
     build(fq);
     allocate();
-    // The GELU table lookup gathers on AVX-512 on the Avx512Vnni path, and on the Auto path when
-    // the CPU has it (exact either way: a table load).
+    // The GELU table lookup searches the table's steps (detail/step_table.hpp) on AVX-512 on the
+    // Avx512Vnni path, and on the Auto path when the CPU has it; exact either way (the step
+    // form is checked against every table entry when it is built).
     if constexpr (std::is_same_v<Arch, kernels::arch::Avx512Vnni>)
       avx512_ = true;
     else if constexpr (std::is_same_v<Arch, kernels::arch::Auto>)
@@ -350,6 +352,7 @@ class IntViT {
     kernels::FixedPointMultiplier pv;
     detail::Rescale res_attn, res_mlp;
     std::vector<std::int8_t> gelu_table;  // TableGelu: 65536 entries, index code + 32768
+    detail::StepTable gelu_steps;         // the same table by its steps (AVX-512 lookups)
     std::optional<kernels::GeluParams<GeluKernel, std::int32_t>> gelu;
   };
 
@@ -551,6 +554,7 @@ class IntViT {
             b.gelu_table[static_cast<std::size_t>(code + 32768)] =
                 static_cast<std::int8_t>(static_cast<int>(std::clamp(q, 0.0f, 255.0f)) - 128);
           }
+          b.gelu_steps = detail::build_step_table(b.gelu_table.data() + 32768);
           b.fc2_zp = fc2_in.zero_point - 128;
         } else {
           // The GELU kernel writes symmetric int8: the fc2 input gets max(|lo|, |hi|)/127.
@@ -657,6 +661,13 @@ class IntViT {
               // One row of the patch: contiguous pixels (stride sx), the simulation's formula.
               const float* src = &images(b, c, py * s.patch + ky, px * s.patch);
               const Index sx = images.stride(3);
+#if VITC_HAVE_X86_TARGET_KERNELS
+              if (avx512_ && sx == 1) {
+                detail::quantize_u8_avx512(src, qp.scale, qp.zero_point, out, s.patch);
+                out += s.patch;
+                continue;
+              }
+#endif
               for (Index kx = 0; kx < s.patch; ++kx)
                 out[kx] = static_cast<std::uint8_t>(
                     quant::detail::SchemeImpl<quant::SchemeKind::kAsymmetric>::quantize(
@@ -833,7 +844,9 @@ class IntViT {
             const std::int16_t* in = h16.data() + r * h16.stride(0);
             std::int8_t* out = fc2_in.data() + r * fc2_in.stride(0);
 #if VITC_HAVE_X86_TARGET_KERNELS
-            if (avx512_)
+            if (avx512_ && b.gelu_steps.usable)
+              detail::step_lookup_avx512(b.gelu_steps, in, out, b.hidden);
+            else if (avx512_)
               detail::table_lookup_avx512(table, in, out, b.hidden);
             else
 #endif

@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+// detail::StepTable: the step form of a 2^16-entry int8 table equals the table everywhere, on the
+// scalar definition and on the AVX-512 search, for GELU tables at several output ranges and for
+// adversarial tables (steps of several codes, steps at both ends, more steps than the form holds).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "vitcompress/engine/detail/step_table.hpp"
+#include "vitcompress/kernels/arch.hpp"
+
+namespace step_table_test {
+
+using vitc::Index;
+namespace ed = vitc::engine::detail;
+
+// The engine's GELU table for an fc2 input range [lo, hi] (engine/int_vit.hpp, TableGelu).
+std::vector<std::int8_t> gelu_table(double hi) {
+  const double lo = -0.17, so = (hi - lo) / 255;
+  const int zp = static_cast<int>(std::lround(-lo / so));
+  const double gs = std::max(8.0, hi + so) / 32767;
+  std::vector<std::int8_t> t(65536);
+  for (int code = -32768; code < 32768; ++code) {
+    const auto x = static_cast<float>(code * gs);
+    const float g = 0.5f * x * (1.0f + std::erf(x * 0.70710678f));
+    const float q = std::nearbyint(g / static_cast<float>(so)) + static_cast<float>(zp);
+    t[static_cast<std::size_t>(code + 32768)] =
+        static_cast<std::int8_t>(static_cast<int>(std::clamp(q, 0.0f, 255.0f)) - 128);
+  }
+  return t;
+}
+
+#if VITC_HAVE_X86_TARGET_KERNELS
+// Every int16 value through the AVX-512 search, in an odd-length buffer (masked tail).
+bool avx512_equals_table(const ed::StepTable& st, const std::vector<std::int8_t>& table) {
+  std::vector<std::int16_t> in(65536 + 7);
+  for (std::size_t i = 0; i < in.size(); ++i)
+    in[i] = static_cast<std::int16_t>(static_cast<int>(i % 65536) - 32768);
+  std::vector<std::int8_t> out(in.size());
+  ed::step_lookup_avx512(st, in.data(), out.data(), static_cast<Index>(in.size()));
+  for (std::size_t i = 0; i < in.size(); ++i)
+    if (out[i] != table[static_cast<std::size_t>(in[i] + 32768)]) return false;
+  return true;
+}
+#endif
+
+void check_table(const std::vector<std::int8_t>& table, bool expect_usable) {
+  const ed::StepTable st = ed::build_step_table(table.data() + 32768);
+  CHECK(st.usable == expect_usable);
+  if (!st.usable) return;
+  for (int x = -32768; x < 32768; ++x)
+    if (st.at(static_cast<std::int16_t>(x)) != table[static_cast<std::size_t>(x + 32768)]) {
+      FAIL_CHECK("step form differs at x = " << x);
+      break;
+    }
+#if VITC_HAVE_X86_TARGET_KERNELS
+  if (vitc::kernels::arch::Avx512Vnni::available()) CHECK(avx512_equals_table(st, table));
+#endif
+}
+
+}  // namespace step_table_test
+
+TEST_SUITE("engine") {
+  using namespace step_table_test;
+
+  TEST_CASE("StepTable: GELU tables of several output ranges equal their step form") {
+    for (double hi : {0.3, 1.0, 4.0, 12.0, 60.0}) {
+      CAPTURE(hi);
+      check_table(gelu_table(hi), true);
+    }
+  }
+
+  TEST_CASE("StepTable: adversarial tables, and a table with too many steps is not usable") {
+    std::vector<std::int8_t> t(65536, 0);
+    // Steps at both ends and jumps of 100 codes (255 codes of rises in all, the capacity), a fall
+    // of 100, a constant table.
+    t[0] = -128;
+    for (std::size_t i = 1; i < t.size(); ++i) t[i] = i < 40000 ? -28 : (i < 50000 ? 72 : -28);
+    t[65535] = 27;
+    check_table(t, true);
+    check_table(std::vector<std::int8_t>(65536, 5), true);
+    // 255 rises then 255 falls: exactly the capacity.
+    std::vector<std::int8_t> zig(65536);
+    for (std::size_t i = 0; i < zig.size(); ++i) {
+      const int k = static_cast<int>(i / 100);
+      zig[i] = static_cast<std::int8_t>((k < 255 ? k : std::max(0, 510 - k)) - 128);
+    }
+    check_table(zig, true);
+    // Random codes: thousands of steps.
+    std::mt19937 rng(7);
+    std::vector<std::int8_t> noise(65536);
+    for (auto& v : noise) v = static_cast<std::int8_t>(static_cast<int>(rng() % 256) - 128);
+    check_table(noise, false);
+  }
+}
