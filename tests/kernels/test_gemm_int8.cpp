@@ -411,7 +411,9 @@ TEST_SUITE("kernels") {
 
   TEST_CASE("gemm_int8: results do not depend on the number of threads") {
     std::mt19937 rng(8);
-    for (Dims d : {Dims{197, 192, 197}, Dims{1, 768, 64}, Dims{8, 100, 300}, Dims{5, 20, 7}}) {
+    for (Dims d : {Dims{197, 192, 197}, Dims{131, 64, 40}, Dims{1, 768, 64}, Dims{8, 100, 300},
+                   Dims{5, 20, 7}}) {
+      CAPTURE(d.m);
       Tensor<std::uint8_t, 2> a({d.m, d.k});
       Tensor<std::int8_t, 2> b({d.k, d.n});
       fill(a.view(), Fill::kRandom, rng);
@@ -425,6 +427,17 @@ TEST_SUITE("kernels") {
       kn::gemm_int8(a.cview(), 100, packed, deq, three.view(), pool3);
       CHECK(same(one, two));
       CHECK(same(one, three));
+      // Signed A and an int8 output stage: rows split across threads (M >= 64) pack their own A.
+      Tensor<std::int8_t, 2> sa({d.m, d.k});
+      fill(sa.view(), Fill::kRandom, rng);
+      std::vector<std::int32_t> bias(static_cast<std::size_t>(d.n), 77);
+      const Int8Out narrow{{bias}, {kn::fixed_point_from_scale(0.002)}, {3}, {-120, 120}, {}};
+      Tensor<std::int8_t, 2> n1({d.m, d.n}), n2({d.m, d.n}), nwant({d.m, d.n});
+      naive_gemm(sa.cview(), -3, b.cview(), narrow, nwant.view());
+      kn::gemm_int8(sa.cview(), -3, packed, narrow, n1.view());
+      kn::gemm_int8(sa.cview(), -3, packed, narrow, n2.view(), pool2);
+      CHECK(same(nwant, n1));
+      CHECK(same(nwant, n2));
       arch::dispatch(arch::best_arch(), [&](auto tag) {
         kn::gemm_int8<decltype(tag)>(a.cview(), 100, packed, deq, two.view(), pool2);
       });
