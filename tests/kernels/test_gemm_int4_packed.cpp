@@ -279,7 +279,7 @@ TEST_SUITE("kernels") {
       return;
     }
     std::mt19937 rng(23);
-    const Index m = 19, k = 72, n = 40;
+    const Index m = 77, k = 72, n = 40;  // M >= 64: two threads split rows on the VNNI path
     std::vector<std::uint8_t> abuf(static_cast<std::size_t>(1 + m * (k + 5)));
     for (auto& v : abuf) v = static_cast<std::uint8_t>(rng());
     const TensorView<const std::uint8_t, 2> a(abuf.data() + 1, {m, k}, {k + 5, 1});

@@ -212,10 +212,24 @@ struct Int4Scratch {
   ScratchRef<std::int32_t> rowsums, colcorr;
 };
 
-// Packs A (signed) and fills the tile arguments common to every x86 int4 path.
+// Packs rows [r0, r1) of A (signed) and their group sums into the buffers of `t`.
+template <class AT, class OutT>
+void int4_pack_rows(const GemmInt4Problem<AT, OutT>& p, const Int4TileArgs& t, Index r0,
+                    Index r1) noexcept {
+  constexpr bool kUnsigned = std::is_same_v<AT, std::uint8_t>;
+  GemmInt4Problem<AT, OutT> rows = p;
+  rows.a = p.a + r0 * p.a_row_stride;
+  rows.m = r1 - r0;
+  pack_int4_activations(rows, const_cast<std::int8_t*>(t.a) + r0 * t.lda, t.lda,
+                        kUnsigned ? 0x80 : 0x00,
+                        const_cast<std::int32_t*>(t.rowsums) + r0 * t.rs_stride);
+}
+
+// Fills the tile arguments common to every x86 int4 path; packs A (signed) unless `pack` is false
+// (the caller then packs rows with int4_pack_rows).
 template <class AT, class OutT, class Pipeline>
 Int4TileArgs int4_x86_setup(const GemmInt4Problem<AT, OutT>& p, const Pipeline& pipeline,
-                            Int4Scratch& s) {
+                            Int4Scratch& s, bool pack = true) {
   constexpr bool kUnsigned = std::is_same_v<AT, std::uint8_t>;
   const PackedWeightsInt4& b = *p.b;
   Int4TileArgs t{};
@@ -225,7 +239,7 @@ Int4TileArgs int4_x86_setup(const GemmInt4Problem<AT, OutT>& p, const Pipeline& 
   s.a = scratch_in<std::uint8_t>(p.ws, 0, p.m * t.lda);
   s.rowsums = scratch_in<std::int32_t>(p.ws, 2, p.m * b.groups());
   auto* a_s = reinterpret_cast<std::int8_t*>(s.a.get());
-  pack_int4_activations(p, a_s, t.lda, kUnsigned ? 0x80 : 0x00, s.rowsums.get());
+  if (pack) pack_int4_activations(p, a_s, t.lda, kUnsigned ? 0x80 : 0x00, s.rowsums.get());
   t.group_stride = b.panels() * 16;
   const Index corr_size = b.groups() * t.group_stride;
   s.colcorr = scratch_in<std::int32_t>(p.ws, 1, corr_size);
@@ -250,9 +264,25 @@ template <class AT, class OutT, class Pipeline, class Policy>
 void gemm_int4_run(arch::Avx512Vnni, const GemmInt4Problem<AT, OutT>& p, const Pipeline& pipeline,
                    Policy& policy) {
   Int4Scratch scratch;
-  const Int4TileArgs base = int4_x86_setup(p, pipeline, scratch);
+  // Many rows on several threads: rows split, each thread packing its own (as the int8 path).
+  const bool split_rows = policy.num_threads() > 1 && p.m >= kRowSplitMin;
+  const Int4TileArgs base = int4_x86_setup(p, pipeline, scratch, !split_rows);
   Index mr = 0, nv = 0;
   int4_vnni_plan(p.m, std::is_same_v<Pipeline, Int4GroupedEpilogue>, mr, nv);
+  if (split_rows) {
+    policy.parallel_for(p.m, 4, [&](Index r0, Index r1) {
+      int4_pack_rows(p, base, r0, r1);
+      GemmInt4Problem<AT, OutT> rows = p;
+      rows.a = p.a + r0 * p.a_row_stride;
+      rows.m = r1 - r0;
+      rows.c = p.c + r0 * p.c_row_stride;
+      Int4TileArgs own = base;
+      own.a = base.a + r0 * base.lda;
+      own.rowsums = base.rowsums + r0 * base.rs_stride;
+      gemm_int4_vnni_panels(rows, pipeline, own, mr, nv, 0, p.b->panels());
+    });
+    return;
+  }
   policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
     gemm_int4_vnni_panels(p, pipeline, base, mr, nv, p0, p1);
   });

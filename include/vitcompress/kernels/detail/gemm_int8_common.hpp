@@ -118,6 +118,10 @@ struct GemmInt8Problem {
   }
 };
 
+// From this many rows of A, the VNNI paths on several threads split rows rather than columns:
+// each thread packs its own rows and sweeps every panel (fewer rows: reading B dominates).
+inline constexpr Index kRowSplitMin = 64;
+
 // Copies A into rows of `ld` bytes (ld >= K, a multiple of 4), each byte XOR `flip` (0x80 turns
 // int8 a into the uint8 a + 128, or uint8 a into the int8 a − 128), zero-filling columns K..ld.
 // The problem's fields are copied to locals first: stores through a byte pointer may alias
