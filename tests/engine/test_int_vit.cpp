@@ -317,6 +317,13 @@ TEST_SUITE("engine") {
     x2(1, 0, 3, 5) = std::numeric_limits<float>::quiet_NaN();
     CHECK_THROWS_WITH_AS(eng.run(x2.cview(), z.view()), doctest::Contains("images(1, 0, 3, 5)"),
                          ArgumentError);
+    x2(1, 0, 3, 5) = 0.5f;
+    const Index last = x2.extent(3) - 1;  // the last pixel of the first image
+    x2(0, 0, last, last) = -std::numeric_limits<float>::infinity();
+    const std::string where =
+        "images(0, 0, " + std::to_string(last) + ", " + std::to_string(last) + ")";
+    CHECK_THROWS_WITH_AS(eng.run(x2.cview(), z.view()), doctest::Contains(where.c_str()),
+                         ArgumentError);
     CHECK_THROWS_AS(engine::IntViT<>(f.fq, 0), ArgumentError);
     // An uncalibrated simulation, and configurations the engine does not run yet.
     quant::FakeQuantViT raw(model::ViTWeights<float>::random(small_config(), 3),

@@ -102,6 +102,14 @@ inline void fill_tree(StepTree& tree, const std::int16_t* keys, int n) noexcept 
 }
 
 #if VITC_HAVE_X86_TARGET_KERNELS
+// GCC 12 reports the _mm256_undefined_si256() pass-through operand of its own vpmovwb intrinsic
+// as uninitialized once inlined here (GCC bug 105593, a false positive; see
+// kernels/detail/output_stage_simd.hpp). Silenced for the AVX-512 code only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 namespace step_table_detail {
 // #{keys <= x} on kV vectors of 32 int16 lanes at once (independent chains hide the latency of
 // each level): one tree level per step, the level's keys by permutes.
@@ -162,6 +170,9 @@ VITC_TARGET_AVX512VNNI inline void step_lookup_avx512(const StepTable& t, const 
   for (Index c = 0; c < n; c += 32 * kV)
     step_table_detail::lookup_block_512<kV>(t, in + c, out + c, std::min<Index>(n - c, 32 * kV));
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 }  // namespace vitc::engine::detail

@@ -217,10 +217,7 @@ template <class AT, class OutT>
 void int4_pack_rows(const GemmInt4Problem<AT, OutT>& p, const Int4TileArgs& t, Index r0,
                     Index r1) noexcept {
   constexpr bool kUnsigned = std::is_same_v<AT, std::uint8_t>;
-  GemmInt4Problem<AT, OutT> rows = p;
-  rows.a = p.a + r0 * p.a_row_stride;
-  rows.m = r1 - r0;
-  pack_int4_activations(rows, const_cast<std::int8_t*>(t.a) + r0 * t.lda, t.lda,
+  pack_int4_activations(row_slice(p, r0, r1), const_cast<std::int8_t*>(t.a) + r0 * t.lda, t.lda,
                         kUnsigned ? 0x80 : 0x00,
                         const_cast<std::int32_t*>(t.rowsums) + r0 * t.rs_stride);
 }
@@ -272,10 +269,7 @@ void gemm_int4_run(arch::Avx512Vnni, const GemmInt4Problem<AT, OutT>& p, const P
   if (split_rows) {
     policy.parallel_for(p.m, 4, [&](Index r0, Index r1) {
       int4_pack_rows(p, base, r0, r1);
-      GemmInt4Problem<AT, OutT> rows = p;
-      rows.a = p.a + r0 * p.a_row_stride;
-      rows.m = r1 - r0;
-      rows.c = p.c + r0 * p.c_row_stride;
+      const GemmInt4Problem<AT, OutT> rows = row_slice(p, r0, r1);
       Int4TileArgs own = base;
       own.a = base.a + r0 * base.lda;
       own.rowsums = base.rowsums + r0 * base.rs_stride;

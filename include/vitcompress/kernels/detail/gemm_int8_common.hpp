@@ -122,6 +122,16 @@ struct GemmInt8Problem {
 // each thread packs its own rows and sweeps every panel (fewer rows: reading B dominates).
 inline constexpr Index kRowSplitMin = 64;
 
+// Rows [r0, r1) of a GEMM problem (int8 or int4): A's and C's rows, the same B.
+template <class Problem>
+[[nodiscard]] Problem row_slice(const Problem& p, Index r0, Index r1) noexcept {
+  Problem rows = p;
+  rows.a = p.a + r0 * p.a_row_stride;
+  rows.m = r1 - r0;
+  rows.c = p.c + r0 * p.c_row_stride;
+  return rows;
+}
+
 // Copies A into rows of `ld` bytes (ld >= K, a multiple of 4), each byte XOR `flip` (0x80 turns
 // int8 a into the uint8 a + 128, or uint8 a into the int8 a − 128), zero-filling columns K..ld.
 // The problem's fields are copied to locals first: stores through a byte pointer may alias
