@@ -22,8 +22,10 @@
 //     Gelu     act::TableGelu (default) GELU of the fc1 output requantized to int16, by a
 //     2^16-entry
 //                                       table of output codes computed once from the exact GELU:
-//                                       at run time one requantization and one load per value,
-//                                       and the fc2 input codes equal the fake-quant simulation's
+//                                       at run time one requantization and one table lookup
+//                                       per value (a load; on AVX-512 a search over the table's
+//                                       steps, engine/detail/step_table.hpp, same codes), and the
+//                                       fc2 input codes equal the fake-quant simulation's
 //                                       (kernels-free, integer at run time).
 //              act::IGelu, act::ShiftGelu  kernels/gelu_int.hpp (I-BERT's I-GELU, I-ViT's
 //                                       ShiftGELU) on the int32 fc1 output; their output is int8
