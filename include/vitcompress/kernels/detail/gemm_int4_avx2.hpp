@@ -128,6 +128,7 @@ void gemm_int4_run(arch::Avx2, const GemmInt4Problem<AT, OutT>& p, const Pipelin
                    Policy& policy) {
   Int4Scratch scratch;
   const Int4TileArgs base = int4_x86_setup(p, pipeline, scratch);
+  int4_pack_rows(p, scratch, base, 0, p.m);
   const bool grouped = std::is_same_v<Pipeline, Int4GroupedEpilogue>;
   Index mr = grouped ? 2 : 4, nv = 1;
   if (p.m == 1) {

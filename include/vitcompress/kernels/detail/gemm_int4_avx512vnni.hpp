@@ -212,22 +212,11 @@ struct Int4Scratch {
   ScratchRef<std::int32_t> rowsums, colcorr;
 };
 
-// Packs rows [r0, r1) of A (signed) and their group sums into the buffers of `t`.
-template <class AT, class OutT>
-void int4_pack_rows(const GemmInt4Problem<AT, OutT>& p, const Int4TileArgs& t, Index r0,
-                    Index r1) noexcept {
-  constexpr bool kUnsigned = std::is_same_v<AT, std::uint8_t>;
-  pack_int4_activations(row_slice(p, r0, r1), const_cast<std::int8_t*>(t.a) + r0 * t.lda, t.lda,
-                        kUnsigned ? 0x80 : 0x00,
-                        const_cast<std::int32_t*>(t.rowsums) + r0 * t.rs_stride);
-}
-
-// Fills the tile arguments common to every x86 int4 path; packs A (signed) unless `pack` is false
-// (the caller then packs rows with int4_pack_rows).
+// Fills the tile arguments common to every x86 int4 path and allocates the packed A and its row
+// sums in `s`; the caller packs rows with int4_pack_rows (all at once, or per thread).
 template <class AT, class OutT, class Pipeline>
 Int4TileArgs int4_x86_setup(const GemmInt4Problem<AT, OutT>& p, const Pipeline& pipeline,
-                            Int4Scratch& s, bool pack = true) {
-  constexpr bool kUnsigned = std::is_same_v<AT, std::uint8_t>;
+                            Int4Scratch& s) {
   const PackedWeightsInt4& b = *p.b;
   Int4TileArgs t{};
   t.lda = b.kblocks() * 8;
@@ -235,15 +224,13 @@ Int4TileArgs int4_x86_setup(const GemmInt4Problem<AT, OutT>& p, const Pipeline& 
   t.panel_bytes = b.panel_bytes();
   s.a = scratch_in<std::uint8_t>(p.ws, 0, p.m * t.lda);
   s.rowsums = scratch_in<std::int32_t>(p.ws, 2, p.m * b.groups());
-  auto* a_s = reinterpret_cast<std::int8_t*>(s.a.get());
-  if (pack) pack_int4_activations(p, a_s, t.lda, kUnsigned ? 0x80 : 0x00, s.rowsums.get());
   t.group_stride = b.panels() * 16;
   const Index corr_size = b.groups() * t.group_stride;
   s.colcorr = scratch_in<std::int32_t>(p.ws, 1, corr_size);
-  const std::int32_t off = (kUnsigned ? 128 : 0) - p.a_zero_point;
+  const std::int32_t off = (std::is_same_v<AT, std::uint8_t> ? 128 : 0) - p.a_zero_point;
   const std::int32_t* cs = b.group_column_sums(0);
   for (Index i = 0; i < corr_size; ++i) s.colcorr[static_cast<std::size_t>(i)] = off * cs[i];
-  t.a = a_s;
+  t.a = reinterpret_cast<const std::int8_t*>(s.a.get());
   t.rowsums = s.rowsums.get();
   t.rs_stride = b.groups();
   t.colcorr = s.colcorr.get();
@@ -257,18 +244,28 @@ Int4TileArgs int4_x86_setup(const GemmInt4Problem<AT, OutT>& p, const Pipeline& 
   return t;
 }
 
+// Packs rows [r0, r1) of A (signed) and their group sums into the buffers of `s`.
+template <class AT, class OutT>
+void int4_pack_rows(const GemmInt4Problem<AT, OutT>& p, Int4Scratch& s, const Int4TileArgs& t,
+                    Index r0, Index r1) noexcept {
+  constexpr std::uint8_t kFlip = std::is_same_v<AT, std::uint8_t> ? 0x80 : 0x00;
+  pack_int4_activations(row_slice(p, r0, r1),
+                        reinterpret_cast<std::int8_t*>(s.a.get()) + r0 * t.lda, t.lda, kFlip,
+                        s.rowsums.get() + r0 * t.rs_stride);
+}
+
 template <class AT, class OutT, class Pipeline, class Policy>
 void gemm_int4_run(arch::Avx512Vnni, const GemmInt4Problem<AT, OutT>& p, const Pipeline& pipeline,
                    Policy& policy) {
   Int4Scratch scratch;
   // Many rows on several threads: rows split, each thread packing its own (as the int8 path).
   const bool split_rows = policy.num_threads() > 1 && p.m >= kRowSplitMin;
-  const Int4TileArgs base = int4_x86_setup(p, pipeline, scratch, !split_rows);
+  const Int4TileArgs base = int4_x86_setup(p, pipeline, scratch);
   Index mr = 0, nv = 0;
   int4_vnni_plan(p.m, std::is_same_v<Pipeline, Int4GroupedEpilogue>, mr, nv);
   if (split_rows) {
     policy.parallel_for(p.m, 4, [&](Index r0, Index r1) {
-      int4_pack_rows(p, base, r0, r1);
+      int4_pack_rows(p, scratch, base, r0, r1);
       const GemmInt4Problem<AT, OutT> rows = row_slice(p, r0, r1);
       Int4TileArgs own = base;
       own.a = base.a + r0 * base.lda;
@@ -277,6 +274,7 @@ void gemm_int4_run(arch::Avx512Vnni, const GemmInt4Problem<AT, OutT>& p, const P
     });
     return;
   }
+  int4_pack_rows(p, scratch, base, 0, p.m);
   policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
     gemm_int4_vnni_panels(p, pipeline, base, mr, nv, p0, p1);
   });
