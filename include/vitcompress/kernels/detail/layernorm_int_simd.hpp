@@ -25,6 +25,25 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
+namespace vitc::kernels::detail {
+
+// Rows in blocks: the statistics of every row of a block first, then their normalization, so
+// that the scalar chain of one row (mean, isqrt, reciprocal: three to four dependent divisions)
+// runs beside the vector statistics of the next rows instead of stalling its own normalization.
+template <class In, class Stats, class Apply>
+void layernorm_rows_blocked(Stats&& stats, Apply&& apply, const In* x, Index x_stride,
+                            std::int8_t* y, Index y_stride, Index rows) {
+  constexpr Index kBlock = 8;
+  LayerNormRow block[kBlock];
+  for (Index r0 = 0; r0 < rows; r0 += kBlock) {
+    const Index n = std::min(kBlock, rows - r0);
+    for (Index r = 0; r < n; ++r) block[r] = stats(x + (r0 + r) * x_stride);
+    for (Index r = 0; r < n; ++r) apply(block[r], x + (r0 + r) * x_stride, y + (r0 + r) * y_stride);
+  }
+}
+
+}  // namespace vitc::kernels::detail
+
 namespace vitc::kernels::detail::nl_xsimd {
 #include "vitcompress/kernels/detail/layernorm_int_body.inc"
 }  // namespace vitc::kernels::detail::nl_xsimd
@@ -35,20 +54,21 @@ VITC_NL_BEGIN_AVX2
 namespace vitc::kernels::detail::nl_avx2 {
 #include "vitcompress/kernels/detail/layernorm_int_body.inc"
 
-inline void layernorm_row_int8_16(const LayerNormParams& p, const std::int8_t* x,
-                                  std::int8_t* y) noexcept {
+// x' = x·2^α for 16 channels from i (|x'| <= 1024).
+inline __m256i layernorm_int8_prescaled(const LayerNormParams& p, const std::int8_t* x,
+                                        Index i) noexcept {
+  return _mm256_mullo_epi16(
+      _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))),
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.ptf_scale.data() + i)));
+}
+
+// The row statistics of one int8 row.
+inline LayerNormRow layernorm_row_int8_16(const LayerNormParams& p, const std::int8_t* x) noexcept {
   const Index c = p.channels;
   const Index full = c - c % 16;
-  const std::int16_t* scale = p.ptf_scale.data();
-  auto load16 = [&](Index i) {
-    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
-  };
-  auto scale_at = [&](Index i) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scale + i));
-  };
   // One pass: x' = x·2^α (|x'| <= 1024), its maximum magnitude and the sums of x' and x'²; with
   // λ >= 3, Σx̃ = 2^λ·Σx' and Σx̃² = 4^λ·Σx'² exactly.
-  auto prescaled = [&](Index i) { return _mm256_mullo_epi16(load16(i), scale_at(i)); };
+  auto prescaled = [&](Index i) { return layernorm_int8_prescaled(p, x, i); };
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i vmax = _mm256_setzero_si256();
   std::int64_t s1 = 0, s2 = 0;
@@ -77,12 +97,19 @@ inline void layernorm_row_int8_16(const LayerNormParams& p, const std::int8_t* x
   const std::int32_t shift = layernorm_row_shift<std::int8_t>(static_cast<int>(std::bit_width(mm)));
   s1 <<= shift;
   s2 <<= 2 * shift;
+  return layernorm_row(s1, s2, c, shift, kLayerNormRowBits<std::int8_t>, p.eps_q32);
+}
+
+// Normalizes one int8 row with its statistics.
+inline void layernorm_apply_int8_16(const LayerNormParams& p, const LayerNormRow& row,
+                                    const std::int8_t* x, std::int8_t* y) noexcept {
+  const Index c = p.channels;
+  const Index full = c - c % 16;
+  const std::int32_t shift = row.shift;
   const __m128i vshift = _mm_cvtsi32_si128(shift);
   auto scaled = [&](Index i) {  // |x̃| < 2^13
-    return _mm256_sll_epi16(prescaled(i), vshift);
+    return _mm256_sll_epi16(layernorm_int8_prescaled(p, x, i), vshift);
   };
-  const LayerNormRow row =
-      layernorm_row(s1, s2, c, shift, kLayerNormRowBits<std::int8_t>, p.eps_q32);
   const __m256i mean = _mm256_set1_epi16(static_cast<std::int16_t>(row.mean));
   const __m256i recip = _mm256_set1_epi16(static_cast<std::int16_t>(row.recip));
   const __m128i up = _mm_cvtsi32_si128(row.up), down = _mm_cvtsi32_si128(row.down),
@@ -111,18 +138,19 @@ VITC_NL_BEGIN_AVX512
 namespace vitc::kernels::detail::nl_avx512 {
 #include "vitcompress/kernels/detail/layernorm_int_body.inc"
 
-inline void layernorm_row_int8_16(const LayerNormParams& p, const std::int8_t* x,
-                                  std::int8_t* y) noexcept {
+// x' = x·2^α for 32 channels from i (|x'| <= 1024); lanes outside k are 0.
+inline __m512i layernorm_int8_prescaled(const LayerNormParams& p, const std::int8_t* x, Index i,
+                                        __mmask32 k) noexcept {
+  return _mm512_mullo_epi16(_mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(k, x + i)),
+                            _mm512_maskz_loadu_epi16(k, p.ptf_scale.data() + i));
+}
+
+// The row statistics of one int8 row.
+inline LayerNormRow layernorm_row_int8_16(const LayerNormParams& p, const std::int8_t* x) noexcept {
   const Index c = p.channels;
-  const std::int16_t* scale = p.ptf_scale.data();
-  auto load16 = [&](Index i, __mmask32 k) {  // lanes outside k are 0
-    return _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(k, x + i));
-  };
   // One pass: x' = x·2^α (|x'| <= 1024), its maximum magnitude and the sums of x' and x'²; with
   // λ >= 3, Σx̃ = 2^λ·Σx' and Σx̃² = 4^λ·Σx'² exactly.
-  auto prescaled = [&](Index i, __mmask32 k) {
-    return _mm512_mullo_epi16(load16(i, k), _mm512_maskz_loadu_epi16(k, scale + i));
-  };
+  auto prescaled = [&](Index i, __mmask32 k) { return layernorm_int8_prescaled(p, x, i, k); };
   const __m512i ones = _mm512_set1_epi16(1);
   __m512i vmax = _mm512_setzero_si512();
   std::int64_t s1 = 0, s2 = 0;
@@ -145,12 +173,17 @@ inline void layernorm_row_int8_16(const LayerNormParams& p, const std::int8_t* x
   const std::int32_t shift = layernorm_row_shift<std::int8_t>(static_cast<int>(std::bit_width(mm)));
   s1 <<= shift;
   s2 <<= 2 * shift;
-  const __m128i vshift = _mm_cvtsi32_si128(shift);
+  return layernorm_row(s1, s2, c, shift, kLayerNormRowBits<std::int8_t>, p.eps_q32);
+}
+
+// Normalizes one int8 row with its statistics.
+inline void layernorm_apply_int8_16(const LayerNormParams& p, const LayerNormRow& row,
+                                    const std::int8_t* x, std::int8_t* y) noexcept {
+  const Index c = p.channels;
+  const __m128i vshift = _mm_cvtsi32_si128(row.shift);
   auto scaled = [&](Index i, __mmask32 k) {  // |x̃| < 2^13
-    return _mm512_sll_epi16(prescaled(i, k), vshift);
+    return _mm512_sll_epi16(layernorm_int8_prescaled(p, x, i, k), vshift);
   };
-  const LayerNormRow row =
-      layernorm_row(s1, s2, c, shift, kLayerNormRowBits<std::int8_t>, p.eps_q32);
   const __m512i mean = _mm512_set1_epi16(static_cast<std::int16_t>(row.mean));
   const __m512i recip = _mm512_set1_epi16(static_cast<std::int16_t>(row.recip));
   const __m128i up = _mm_cvtsi32_si128(row.up), down = _mm_cvtsi32_si128(row.down),
@@ -187,15 +220,23 @@ void layernorm_rows_simd(Tag, const LayerNormParams& params, const In* x, Index 
 #if VITC_HAVE_X86_TARGET_KERNELS
   } else if constexpr (std::is_same_v<Tag, arch::Avx2>) {
     if constexpr (std::is_same_v<In, std::int8_t>) {
-      for (Index r = 0; r < rows; ++r)
-        nl_avx2::layernorm_row_int8_16(params, x + r * x_stride, y + r * y_stride);
+      layernorm_rows_blocked(
+          [&](const std::int8_t* row_x) { return nl_avx2::layernorm_row_int8_16(params, row_x); },
+          [&](const LayerNormRow& row, const std::int8_t* row_x, std::int8_t* row_y) {
+            nl_avx2::layernorm_apply_int8_16(params, row, row_x, row_y);
+          },
+          x, x_stride, y, y_stride, rows);
     } else {
       nl_avx2::layernorm_rows_body<nl_avx2::Ops>(params, x, x_stride, y, y_stride, rows);
     }
   } else if constexpr (std::is_same_v<Tag, arch::Avx512Vnni>) {
     if constexpr (std::is_same_v<In, std::int8_t>) {
-      for (Index r = 0; r < rows; ++r)
-        nl_avx512::layernorm_row_int8_16(params, x + r * x_stride, y + r * y_stride);
+      layernorm_rows_blocked(
+          [&](const std::int8_t* row_x) { return nl_avx512::layernorm_row_int8_16(params, row_x); },
+          [&](const LayerNormRow& row, const std::int8_t* row_x, std::int8_t* row_y) {
+            nl_avx512::layernorm_apply_int8_16(params, row, row_x, row_y);
+          },
+          x, x_stride, y, y_stride, rows);
     } else {
       nl_avx512::layernorm_rows_body<nl_avx512::Ops>(params, x, x_stride, y, y_stride, rows);
     }
