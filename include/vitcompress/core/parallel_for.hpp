@@ -116,22 +116,27 @@ class ThreadPool {
     const Job job{
         [](void* ctx, ParallelIndex b, ParallelIndex e) { (*static_cast<B*>(ctx))(b, e); },
         const_cast<void*>(static_cast<const void*>(&body)), n, grain, chunks};
-    {
-      // Every worker acknowledges every job (even with no chunk of its own), so job_ is never
-      // rewritten while a worker may still be reading it.
+    // Every worker acknowledges every job (even with no chunk of its own) before this call
+    // returns, so no worker is reading job_ now. The generation bump publishes job_ and
+    // pending_; only sleeping workers need the mutex and a notification. The seq_cst pair
+    // (generation_ here, sleepers_ in worker_loop) means that either the worker sees the new
+    // generation before it sleeps or this thread sees it asleep and wakes it.
+    job_ = job;
+    pending_.store(threads_ - 1, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
       std::lock_guard lock(mutex_);
-      job_ = job;
-      pending_.store(threads_ - 1, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_release);
+      wake_.notify_all();
     }
-    wake_.notify_all();
     run_chunk(job, 0);
     for (int i = 0; i < spin_; ++i) {
       if (pending_.load(std::memory_order_acquire) == 0) return;
       detail::spin_pause();
     }
     std::unique_lock lock(mutex_);
-    done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+    caller_waiting_.store(true, std::memory_order_seq_cst);
+    done_.wait(lock, [this] { return pending_.load(std::memory_order_seq_cst) == 0; });
+    caller_waiting_.store(false, std::memory_order_relaxed);
   }
 
  private:
@@ -157,21 +162,22 @@ class ThreadPool {
                   stop_.load(std::memory_order_acquire);
         if (!started) detail::spin_pause();
       }
-      Job job;
-      {
+      if (!started) {
         std::unique_lock lock(mutex_);
-        if (!started)
-          wake_.wait(lock, [&] {
-            return stop_.load(std::memory_order_relaxed) ||
-                   generation_.load(std::memory_order_relaxed) != seen;
-          });
-        if (stop_.load(std::memory_order_relaxed)) return;
-        seen = generation_.load(std::memory_order_relaxed);
-        job = job_;
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        wake_.wait(lock, [&] {
+          return stop_.load(std::memory_order_relaxed) ||
+                 generation_.load(std::memory_order_seq_cst) != seen;
+        });
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
       }
+      if (stop_.load(std::memory_order_acquire)) return;
+      seen = generation_.load(std::memory_order_acquire);
+      const Job job = job_;  // published by the generation bump; stable until we acknowledge
       if (id < job.chunks) run_chunk(job, id);
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        // Under the mutex: the caller checks pending_ and sleeps under it, so this cannot be lost.
+      if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+          caller_waiting_.load(std::memory_order_seq_cst)) {
+        // Under the mutex: the caller sets caller_waiting_ and sleeps under it.
         std::lock_guard lock(mutex_);
         done_.notify_one();
       }
@@ -187,6 +193,8 @@ class ThreadPool {
   std::atomic<int> pending_{0};
   std::atomic<std::uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<int> sleepers_{0};             // workers waiting on wake_
+  std::atomic<bool> caller_waiting_{false};  // the caller waits on done_
 };
 
 }  // namespace vitc
