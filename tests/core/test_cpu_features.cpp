@@ -49,6 +49,7 @@ TEST_SUITE("core") {
     CHECK(f.f16c == has("f16c"));
     CHECK(f.avx512f == has("avx512f"));
     CHECK(f.avx512bw == has("avx512bw"));
+    CHECK(f.avx512dq == has("avx512dq"));
     CHECK(f.avx512vl == has("avx512vl"));
     CHECK(f.avx512vnni == has("avx512_vnni"));
     CHECK(f.avxvnni == has("avx_vnni"));

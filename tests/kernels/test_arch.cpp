@@ -87,7 +87,7 @@ TEST_SUITE("kernels") {
     CHECK(VITC_HAVE_X86_TARGET_KERNELS == 1);
     CHECK(arch::Avx2::available() == (f.avx2 && f.fma));
     CHECK(arch::Avx512Vnni::available() ==
-          (f.avx2 && f.fma && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni));
+          (f.avx2 && f.fma && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512vnni));
 #endif
 #if defined(__AVX512BW__)
     CHECK(std::is_same_v<xsimd::default_arch, xsimd::avx512bw>);

@@ -35,6 +35,7 @@ struct CpuFeatures {
   bool f16c = false;
   bool avx512f = false;
   bool avx512bw = false;
+  bool avx512dq = false;
   bool avx512vl = false;
   bool avx512vnni = false;  // EVEX vpdpbusd (AVX512_VNNI)
   bool avxvnni = false;     // VEX-encoded vpdpbusd on 256-bit registers (AVX-VNNI)
@@ -81,6 +82,7 @@ inline CpuFeatures detect_cpu_features() noexcept {
     f.avx2 = have_avx && bit(ebx7, 5);
     f.avx512f = os_zmm && bit(ebx7, 16);
     f.avx512bw = f.avx512f && bit(ebx7, 30);
+    f.avx512dq = f.avx512f && bit(ebx7, 17);
     f.avx512vl = f.avx512f && bit(ebx7, 31);
     f.avx512vnni = f.avx512f && bit(ecx7, 11);
     if (max_sub7 >= 1) {

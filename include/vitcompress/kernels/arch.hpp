@@ -14,7 +14,8 @@
 //   Avx2           raw intrinsics in functions marked __attribute__((target("avx2,..."))), chosen
 //   Avx512Vnni     at run time from CPUID (option C): usable from a header-only build without
 //                  -march flags. x86 with GCC or Clang only; elsewhere available() is false and
-//                  kernels for them are not compiled.
+//                  kernels for them are not compiled. Avx512Vnni needs AVX-512 F, BW, DQ, VL and
+//                  VNNI (every CPU with VNNI has the others: Cascade Lake, Ice Lake, Zen 4).
 //
 // XsimdNative is Xsimd<xsimd::default_arch>, the best xsimd arch the compile flags allow
 // (-march=native on Zen 4 gives xsimd::avx512bw). Functions that pick it by default take it as a
@@ -100,7 +101,7 @@ struct Avx512Vnni {
   [[nodiscard]] static bool available() noexcept {
 #if VITC_HAVE_X86_TARGET_KERNELS
     const CpuFeatures& f = cpu_features();
-    return f.avx2 && f.fma && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
+    return f.avx2 && f.fma && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512vnni;
 #else
     return false;
 #endif
