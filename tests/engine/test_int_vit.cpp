@@ -60,10 +60,16 @@ struct RandomImages {
   [[nodiscard]] model::LabeledImages labeled() const { return {images.cview(), labels.cview()}; }
 };
 
+// `log2_bits` > 0 changes the attention probabilities of a named configuration to log2 with
+// that many bits.
 quant::FakeQuantViT calibrated(const model::ViTConfig& c, const model::LabeledImages& data,
-                               const std::string& config = "w8a8", std::uint64_t seed = 7) {
-  quant::FakeQuantViT fq(model::ViTWeights<float>::random(c, seed),
-                         quant::QuantConfig::named(config));
+                               const std::string& config = "w8a8", std::uint64_t seed = 7,
+                               int log2_bits = 0) {
+  quant::QuantConfig qc = quant::QuantConfig::named(config);
+  if (log2_bits > 0)
+    qc.activations[static_cast<std::size_t>(model::HookSite::kAttentionProbs)].scheme = {
+        quant::SchemeKind::kLog2, log2_bits};
+  quant::FakeQuantViT fq(model::ViTWeights<float>::random(c, seed), qc);
   fq.quantize_weights();
   fq.calibrate(data, std::min<Index>(data.size(), 64), {}, 32);
   return fq;
@@ -122,6 +128,9 @@ struct Fixture {
   RandomImages test{48, 16, 12};
   quant::FakeQuantViT fq = calibrated(small_config(), calib.labeled());
   quant::FakeQuantViT fq4 = calibrated(small_config(), calib.labeled(), "w4a8");
+  // Log2 attention: 16 levels (P·V in two byte halves) and 8 levels (one GEMM).
+  quant::FakeQuantViT fq_log2 = calibrated(small_config(), calib.labeled(), "w8a8-log2attn");
+  quant::FakeQuantViT fq_log2_3 = calibrated(small_config(), calib.labeled(), "w8a8", 7, 3);
   Tensor<float, 4> x = image_batch(test.labeled(), 0, 48);
 };
 Fixture& fixture() {
@@ -130,14 +139,13 @@ Fixture& fixture() {
 }
 
 template <class Gemm, class Softmax, class Gelu>
-void check_arch_matches_scalar(const char* what, bool w4 = false) {
+void check_arch_matches_scalar(const char* what, const quant::FakeQuantViT& fq) {
   using Arch = typename Gemm::arch;
   if (!Arch::available()) {
     MESSAGE("arch ", Arch::kName, " not available on this CPU; skipped");
     return;
   }
   auto& f = fixture();
-  const quant::FakeQuantViT& fq = w4 ? f.fq4 : f.fq;
   engine::IntViT<engine::gemm::Int8<arch::Scalar>, Softmax, engine::norm::IntLayerNorm, Gelu> ref(
       fq, 48);
   engine::IntViT<Gemm, Softmax, engine::norm::IntLayerNorm, Gelu> eng(fq, 48);
@@ -190,7 +198,11 @@ void shipped_agreement(const char* config) {
   MESSAGE("Fashion-MNIST, first ", n, " test images: fake-quant ", std::string(config), " ",
           top1_fq, "%, integer engine ", top1_eng, "%, same prediction on ",
           100.0 * static_cast<double>(same) / static_cast<double>(n), "%");
-  CHECK(std::abs(top1_fq - top1_eng) <= 0.3);
+  // Log2 attention: the kernel's codes round at 1.5·2^k (FQ-ViT's integer log_round), the
+  // simulation's at √2·2^k, so the two disagree on ~3.5% of images in both directions: 1000
+  // images then pin the top-1 gap only to about ±0.6 points. On all 10000 the gap is 0.01 points.
+  const bool log2 = std::string(config).find("log2") != std::string::npos;
+  CHECK(std::abs(top1_fq - top1_eng) <= (log2 && n < 10000 ? 0.6 : 0.3));
 }
 
 }  // namespace
@@ -198,10 +210,17 @@ void shipped_agreement(const char* config) {
 TEST_SUITE("engine") {
   TEST_CASE_TEMPLATE("every arch path gives bit-identical logits", Arch, VITC_KERNEL_ARCH_TAGS) {
     using G = engine::gemm::Int8<Arch>;
-    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("iexp+table");
-    check_arch_matches_scalar<G, engine::softmax::Shiftmax, engine::act::IGelu>("shiftmax+igelu");
-    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::ShiftGelu>("iexp+shiftgelu");
-    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("w4a8", true);
+    auto& f = fixture();
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("iexp+table", f.fq);
+    check_arch_matches_scalar<G, engine::softmax::Shiftmax, engine::act::IGelu>("shiftmax+igelu",
+                                                                                f.fq);
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::ShiftGelu>("iexp+shiftgelu",
+                                                                                f.fq);
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("w4a8", f.fq4);
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("log2 attention",
+                                                                                f.fq_log2);
+    check_arch_matches_scalar<G, engine::softmax::Shiftmax, engine::act::TableGelu>(
+        "log2 attention, 3 bits", f.fq_log2_3);
   }
 
   TEST_CASE("w4a8: 4-bit weights packed two per byte, logits close to the simulation") {
@@ -291,6 +310,14 @@ TEST_SUITE("engine") {
     };
     engine::IntViT<> table(f.fq, 48);
     check(table, 0.08, 0.95, "iexp + table GELU");
+    Tensor<float, 2> zl({f.x.extent(0), 10});
+    f.fq_log2.predict(f.x.cview(), zl.view());
+    engine::IntViT<> log2(f.fq_log2, 48);
+    const auto [rel, agree] = compare_logits(run(log2, f.x), zl);
+    MESSAGE("log2 attention (4 bits): relative logit RMS difference ", rel, ", top-1 agreement ",
+            static_cast<double>(agree) / static_cast<double>(f.x.extent(0)));
+    CHECK(rel < 0.15);
+    CHECK(agree >= 43);
     engine::IntViT<engine::gemm::Int8<>, engine::softmax::Shiftmax, engine::norm::IntLayerNorm,
                    engine::act::IGelu>
         igelu(f.fq, 48);
@@ -330,16 +357,16 @@ TEST_SUITE("engine") {
                             quant::QuantConfig::named("w8a8"));
     CHECK_THROWS_WITH_AS(engine::IntViT<>(raw, 1), doctest::Contains("not"), ArgumentError);
     const auto data = f.calib.labeled();
-    for (const char* name : {"w8a8-log2attn", "w4a4"}) {
-      INFO(name);
-      auto other = calibrated(small_config(), data, name);
-      CHECK_THROWS_AS(engine::IntViT<>(other, 1), ArgumentError);
-    }
+    auto w4a4 = calibrated(small_config(), data, "w4a4");
+    CHECK_THROWS_AS(engine::IntViT<>(w4a4, 1), ArgumentError);
+    auto log2_5 = calibrated(small_config(), data, "w8a8", 7, 5);  // weights beyond 2^15
+    CHECK_THROWS_WITH_AS(engine::IntViT<>(log2_5, 1), doctest::Contains("1 to 4 bits"),
+                         ArgumentError);
   }
 
-  // The shipped model, w8a8 and w4a8 (shipped_agreement above).
+  // The shipped model, w8a8, w4a8 and log2 attention (shipped_agreement above).
   TEST_CASE("shipped model: engine top-1 within 0.3 points of the fake-quant simulation") {
-    for (const char* config : {"w8a8", "w4a8"}) {
+    for (const char* config : {"w8a8", "w4a8", "w8a8-log2attn"}) {
       INFO(std::string(config));
       shipped_agreement(config);
     }

@@ -16,10 +16,11 @@
 //                  their scales folded into the same per-channel requantization as int8's;
 //   activations    Asymmetric 8-bit per tensor at patch_input, qkv_input, query, proj_input,
 //                  fc1_input, fc2_input, head_input; Symmetric 8-bit per tensor at key, value;
-//                  Asymmetric 8-bit (linear) at attention_probs;
+//                  Asymmetric 8-bit (linear) or Log2 with 1 to 4 bits (FQ-ViT's log2 attention
+//                  map, w8a8-log2attn / w4a8-log2attn) at attention_probs;
 //   residual       Asymmetric 8-bit per tensor, with or without FQ-ViT's power-of-two factors
 //                  (PTF), at block_input, mlp_residual, final_norm_input.
-// Anything else (log2 attention, fp16, per-group weight scales, 4-bit activations) throws
+// Anything else (fp16, per-group weight scales, 4-bit activations, log2 with more bits) throws
 // ArgumentError naming the point: those engine paths are not built. (Per-group scales: each
 // group's int32 partial sum would need its own fixed-point ratio s_g/s_ref before the sum, an
 // integer path the 4-bit kernel does not expose; it sums the groups in float.)
@@ -32,7 +33,9 @@
 //   block l   Int-LayerNorm(r) → qkv_input codes (int8, see "LayerNorm output" below)
 //             GEMM → Q codes (uint8, asymmetric) and K, V codes (int8, symmetric), fused
 //             output pipelines (bias, per-channel fixed-point multiplier, zero point, clamp)
-//             Q·Kᵀ exact in int32 (scale s_q·s_k/√d), integer softmax → uint8 P (scale 1/255)
+//             Q·Kᵀ exact in int32 (scale s_q·s_k/√d), integer softmax → uint8 P (scale 1/255),
+//             or log2 codes c (P = 2^−c) turned into uint8 weights 2^(L−1−c) (L = 2^b levels;
+//             for L = 16, a high and a low byte: two GEMMs, combined exactly, see log2_pv)
 //             P·V exact in int32, fixed-point requantization to proj_input codes
 //             (both through kernels::gemm_int8 with activations on both sides: per (image,
 //             head), the head's K is packed as the B operand Kᵀ and V as B, a copy of
@@ -54,6 +57,10 @@
 //   - softmax: the integer exponential (kernels/softmax_int.hpp: i-exp within 0.0035 of float at
 //     the score scales of a ViT, Shiftmax within 0.02), and the probabilities' scale is 1/255
 //     (the kernel's) rather than the calibrated max/255;
+//   - log2 attention: the kernel rounds the level at 1.5·2^k (FQ-ViT's integer log_round), the
+//     simulation at √2·2^k, and its levels are relative to 1, not to the calibrated first level;
+//     on the shipped model 3.5% of predictions differ, in both directions (top-1 within 0.01
+//     points on the 10000 test images, README);
 //   - LayerNorm: within 1.1 output steps of the float LayerNorm (kernels/layernorm_int.hpp);
 //   - GELU: TableGelu evaluates the float GELU exactly on the fc1 output requantized to 16 bits
 //     (≥ 128 steps per output step), so its codes differ only at rounding ties; IGelu and
@@ -93,6 +100,7 @@
 #include "vitcompress/engine/detail/step_table.hpp"
 #include "vitcompress/engine/policies.hpp"
 #include "vitcompress/engine/stage_profile.hpp"
+#include "vitcompress/kernels/apply_output_pipeline.hpp"
 #include "vitcompress/kernels/fixed_point.hpp"
 #include "vitcompress/kernels/gelu_int.hpp"
 #include "vitcompress/kernels/gemm_int4_packed.hpp"
@@ -349,6 +357,9 @@ class IntViT {
     std::int32_t ln1_zp = 0, ln2_zp = 0;  // GEMM zero points of the int8 LayerNorm outputs
     std::int32_t q_zp = 0, proj_zp = 0, fc2_zp = 0;
     kernels::SoftmaxParams<Exp, kernels::LinearProb> softmax;
+    // Log2 attention (log2_levels = 2^b > 0): codes c, weights 2^(log2_levels − 1 − c).
+    std::int32_t log2_levels = 0;
+    kernels::SoftmaxParams<Exp, kernels::Log2Prob> softmax_log2;
     kernels::FixedPointMultiplier pv;
     detail::Rescale res_attn, res_mlp;
     std::vector<std::int8_t> gelu_table;  // TableGelu: 65536 entries, index code + 32768
@@ -470,11 +481,16 @@ class IntViT {
       const auto q_pt = detail::asym_point(fq, HookSite::kQuery, l);
       const float k_scale = detail::sym_scale(fq, HookSite::kKey, l);
       const float v_scale = detail::sym_scale(fq, HookSite::kValue, l);
-      {
-        const auto& pp = detail::ready_point(fq, HookSite::kAttentionProbs, l);
-        detail::require_scheme(pp, quant::SchemeKind::kAsymmetric,
-                               "asymmetric (linear) 8-bit per tensor; log2 attention is not in "
-                               "the engine yet");
+      const auto& probs_pt = detail::ready_point(fq, HookSite::kAttentionProbs, l);
+      const bool log2_attn = probs_pt.spec.scheme.kind == quant::SchemeKind::kLog2;
+      if (log2_attn) {
+        if (probs_pt.spec.scheme.bits > 4 ||
+            probs_pt.spec.granularity.kind != quant::GranularityKind::kTensor)
+          VITC_THROW(ArgumentError("IntViT: activation point " + probs_pt.name +
+                                   ": log2 attention runs with 1 to 4 bits per tensor"));
+      } else {
+        detail::require_scheme(probs_pt, quant::SchemeKind::kAsymmetric,
+                               "asymmetric (linear) 8-bit per tensor or log2 with 1 to 4 bits");
       }
       const auto proj_in = detail::asym_point(fq, HookSite::kProjInput, l);
       const auto fc1_in = detail::asym_point(fq, HookSite::kFc1Input, l);
@@ -512,7 +528,19 @@ class IntViT {
           double{q_pt.scale} * k_scale / std::sqrt(static_cast<double>(b.dqk));
       b.softmax =
           kernels::prepare_softmax<Exp, kernels::LinearProb>(static_cast<float>(score_scale), 8);
-      b.pv = kernels::fixed_point_from_scale(double{v_scale} / (255.0 * proj_in.scale),
+      double probs_step = 1.0 / 255.0;  // linear: P = code / 255
+      if (log2_attn) {
+        // Log2: P = 2^−c with c = log_round(T/E) (kernels/softmax_int.hpp), i.e. levels relative
+        // to 1, so P·2^(L−1) is the integer weight. The calibrated first level s of the
+        // simulation is not used: its codes are round(−log2(P/s)), so its levels s·2^−q also
+        // approximate P itself (as the linear path uses 1/255, not max/255).
+        const int bits = probs_pt.spec.scheme.bits;
+        b.log2_levels = 1 << bits;
+        b.softmax_log2 =
+            kernels::prepare_softmax<Exp, kernels::Log2Prob>(static_cast<float>(score_scale), bits);
+        probs_step = std::ldexp(1.0, -(b.log2_levels - 1));
+      }
+      b.pv = kernels::fixed_point_from_scale(double{v_scale} * probs_step / proj_in.scale,
                                              "IntViT: P·V requantization");
       b.proj_zp = proj_in.zero_point;
 
@@ -629,6 +657,10 @@ class IntViT {
     const int nt = threads();
     scores_ = Tensor<std::int32_t, 2>({nt, s.t * s.t});
     probs_ = Tensor<std::uint8_t, 2>({nt, s.t * s.t});
+    bool log2_16 = false;  // some block has 16 log2 levels: P·V in two byte halves
+    for (const Block& b : blocks_) log2_16 = log2_16 || b.log2_levels > 8;
+    probs_hi_ = Tensor<std::uint8_t, 2>({nt, log2_16 ? s.t * s.t : 0});
+    pv_acc_ = Tensor<std::int32_t, 2>({nt, log2_16 ? 2 * s.t * dv : 0});
     Index dqk = 1;
     for (const auto& bc : config_.blocks) dqk = std::max(dqk, bc.qk_head_dim);
     attn_threads_ = nt;
@@ -770,14 +802,22 @@ class IntViT {
                                                      {qt, b.dqk}, {q_ld, 1});
           kernels::gemm_int8<Arch>(qh, b.q_zp, kp, kernels::RawInt32{}, scores, seq, &ws);
           const std::int64_t t1 = Clock::now_ns();
-          kernels::softmax_int<Arch>(b.softmax, TensorView<const std::int32_t, 2>(scores), probs);
+          if (b.log2_levels == 0)
+            kernels::softmax_int<Arch>(b.softmax, TensorView<const std::int32_t, 2>(scores), probs);
+          else
+            kernels::softmax_int<Arch>(b.softmax_log2, TensorView<const std::int32_t, 2>(scores),
+                                       probs);
           const std::int64_t t2 = Clock::now_ns();
           vp.repack(TensorView<const std::int8_t, 2>(kv + qk + h * b.dv, {t, b.dv}, {kv_ld, 1}));
           const Index out_row = cls_only ? img : img * t;
           const TensorView<std::uint8_t, 2> out(attn_.data() + out_row * out_ld + h * b.dv,
                                                 {qt, b.dv}, {out_ld, 1});
-          kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(probs), 0, vp, pvpipe, out,
-                                   seq, &ws);
+          if (b.log2_levels == 0) {
+            kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(probs), 0, vp, pvpipe, out,
+                                     seq, &ws);
+          } else {
+            log2_pv(b, probs, c, vp, pvpipe, out, ws);
+          }
           const std::int64_t t3 = Clock::now_ns();
           ns[0] += t1 - t0;
           ns[1] += t2 - t1;
@@ -786,6 +826,45 @@ class IntViT {
         if constexpr (Clock::kOn) attn_ns_[cs] = ns;
       }
     });
+  }
+
+  // P·V for log2 codes c (kernels::Log2Prob; c = L is the zero): the weights w = 2^(L−1−c) are
+  // the P operand. With L <= 8 they are uint8 and one GEMM with the fused requantization does
+  // it. With L = 16 they reach 2^15, so they are split into bytes, w = 256·hi + lo (a power of
+  // two is in one byte or the other), and the two exact products are combined before the same
+  // requantization: |256·(hi·V) + lo·V| <= 127·2^15·Σ_j 2^−c_j < 2^24, since 2^−c <= 3·E/T for
+  // the kernel's codes. Overwrites `codes` with the (low) weights.
+  void log2_pv(const Block& b, const TensorView<std::uint8_t, 2>& codes, Index chunk,
+               const kernels::PackedWeightsInt8& vp, const PvPipe& pvpipe,
+               const TensorView<std::uint8_t, 2>& out, kernels::GemmWorkspace& ws) {
+    const Index rows = codes.extent(0), t = codes.extent(1), n = rows * t;
+    std::uint8_t* lo = codes.data();
+    const std::int32_t top = b.log2_levels - 1;
+    Sequential seq;
+    if (b.log2_levels <= 8) {
+      for (Index i = 0; i < n; ++i) {
+        const std::uint32_t c = lo[i];
+        lo[i] =
+            static_cast<std::uint8_t>(c <= static_cast<std::uint32_t>(top) ? 1u << (top - c) : 0u);
+      }
+      kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(codes), 0, vp, pvpipe, out, seq,
+                               &ws);
+      return;
+    }
+    std::uint8_t* hi = probs_hi_.data() + chunk * probs_hi_.extent(1);
+    for (Index i = 0; i < n; ++i) {
+      const std::uint32_t c = lo[i];  // 0..16; weight 2^(15 − c), 0 for c = 16
+      hi[i] = static_cast<std::uint8_t>(c < 8 ? 128u >> c : 0u);
+      lo[i] = static_cast<std::uint8_t>(c >= 8 && c < 16 ? 128u >> (c - 8) : 0u);
+    }
+    const Index dv = out.extent(1);
+    std::int32_t* acc = pv_acc_.data() + chunk * pv_acc_.extent(1);
+    const TensorView<std::int32_t, 2> acc_hi(acc, {rows, dv}), acc_lo(acc + rows * dv, {rows, dv});
+    kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(hi, {rows, t}), 0, vp, acc_hi, seq,
+                             &ws);
+    kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(codes), 0, vp, acc_lo, seq, &ws);
+    for (Index i = 0; i < rows * dv; ++i) acc[i] = acc[i] * 256 + acc[rows * dv + i];
+    kernels::apply_output_pipeline<Arch>(pvpipe, TensorView<const std::int32_t, 2>(acc_hi), out);
   }
 
   template <class Clock>
@@ -915,7 +994,9 @@ class IntViT {
   Tensor<std::int8_t, 2> fc2_in_;
   Tensor<std::int32_t, 2> scores_;
   Tensor<std::uint8_t, 2> probs_;
-  kernels::GemmWorkspace ws_;                         // the model GEMMs' scratch
+  Tensor<std::uint8_t, 2> probs_hi_;  // log2 attention with 16 levels: the high weight bytes
+  Tensor<std::int32_t, 2> pv_acc_;    // and the two raw P·V products
+  kernels::GemmWorkspace ws_;         // the model GEMMs' scratch
   std::vector<kernels::GemmWorkspace> attn_ws_;       // per attention chunk
   std::vector<kernels::PackedWeightsInt8> kpack_;     // per chunk: Kᵀ of one head
   std::vector<kernels::PackedWeightsInt8> vpack_;     // per chunk: V of one head
