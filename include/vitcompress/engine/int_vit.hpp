@@ -832,8 +832,9 @@ class IntViT {
   // the P operand. With L <= 8 they are uint8 and one GEMM with the fused requantization does
   // it. With L = 16 they reach 2^15, so they are split into bytes, w = 256·hi + lo (a power of
   // two is in one byte or the other), and the two exact products are combined before the same
-  // requantization: |256·(hi·V) + lo·V| <= 127·2^15·Σ_j 2^−c_j < 2^24, since 2^−c <= 3·E/T for
-  // the kernel's codes. Overwrites `codes` with the (low) weights.
+  // requantization: |256·(hi·V) + lo·V| <= 127·2^15·Σ_j 2^−c_j < 127·2^17 < 2^24, since the
+  // kernel's code c = log_round(t) >= ⌊log2 t⌋ with t = round(T/E) >= T/(2E) gives 2^−c < 2/t
+  // <= 4·E/T. Overwrites `codes` with the (low) weights.
   void log2_pv(const Block& b, const TensorView<std::uint8_t, 2>& codes, Index chunk,
                const kernels::PackedWeightsInt8& vp, const PvPipe& pvpipe,
                const TensorView<std::uint8_t, 2>& out, kernels::GemmWorkspace& ws) {
