@@ -357,9 +357,11 @@ class IntViT {
     std::int32_t ln1_zp = 0, ln2_zp = 0;  // GEMM zero points of the int8 LayerNorm outputs
     std::int32_t q_zp = 0, proj_zp = 0, fc2_zp = 0;
     kernels::SoftmaxParams<Exp, kernels::LinearProb> softmax;
-    // Log2 attention (log2_levels = 2^b > 0): codes c, weights 2^(log2_levels − 1 − c).
-    std::int32_t log2_levels = 0;
-    kernels::SoftmaxParams<Exp, kernels::Log2Prob> softmax_log2;
+    std::optional<kernels::SoftmaxParams<Exp, kernels::Log2Prob>> softmax_log2;  // log2 attention
+    // Log2 attention's 2^b levels (codes c, weights 2^(levels − 1 − c)); 0 for linear attention.
+    [[nodiscard]] std::int32_t log2_levels() const noexcept {
+      return softmax_log2 ? std::int32_t{1} << softmax_log2->out_bits : 0;
+    }
     kernels::FixedPointMultiplier pv;
     detail::Rescale res_attn, res_mlp;
     std::vector<std::int8_t> gelu_table;  // TableGelu: 65536 entries, index code + 32768
@@ -534,11 +536,9 @@ class IntViT {
         // to 1, so P·2^(L−1) is the integer weight. The calibrated first level s of the
         // simulation is not used: its codes are round(−log2(P/s)), so its levels s·2^−q also
         // approximate P itself (as the linear path uses 1/255, not max/255).
-        const int bits = probs_pt.spec.scheme.bits;
-        b.log2_levels = 1 << bits;
-        b.softmax_log2 =
-            kernels::prepare_softmax<Exp, kernels::Log2Prob>(static_cast<float>(score_scale), bits);
-        probs_step = std::ldexp(1.0, -(b.log2_levels - 1));
+        b.softmax_log2 = kernels::prepare_softmax<Exp, kernels::Log2Prob>(
+            static_cast<float>(score_scale), probs_pt.spec.scheme.bits);
+        probs_step = std::ldexp(1.0, -(b.log2_levels() - 1));
       }
       b.pv = kernels::fixed_point_from_scale(double{v_scale} * probs_step / proj_in.scale,
                                              "IntViT: P·V requantization");
@@ -658,7 +658,7 @@ class IntViT {
     scores_ = Tensor<std::int32_t, 2>({nt, s.t * s.t});
     probs_ = Tensor<std::uint8_t, 2>({nt, s.t * s.t});
     bool log2_16 = false;  // some block has 16 log2 levels: P·V in two byte halves
-    for (const Block& b : blocks_) log2_16 = log2_16 || b.log2_levels > 8;
+    for (const Block& b : blocks_) log2_16 = log2_16 || b.log2_levels() > 8;
     probs_hi_ = Tensor<std::uint8_t, 2>({nt, log2_16 ? s.t * s.t : 0});
     pv_acc_ = Tensor<std::int32_t, 2>({nt, log2_16 ? 2 * s.t * dv : 0});
     Index dqk = 1;
@@ -802,17 +802,17 @@ class IntViT {
                                                      {qt, b.dqk}, {q_ld, 1});
           kernels::gemm_int8<Arch>(qh, b.q_zp, kp, kernels::RawInt32{}, scores, seq, &ws);
           const std::int64_t t1 = Clock::now_ns();
-          if (b.log2_levels == 0)
+          if (!b.softmax_log2)
             kernels::softmax_int<Arch>(b.softmax, TensorView<const std::int32_t, 2>(scores), probs);
           else
-            kernels::softmax_int<Arch>(b.softmax_log2, TensorView<const std::int32_t, 2>(scores),
+            kernels::softmax_int<Arch>(*b.softmax_log2, TensorView<const std::int32_t, 2>(scores),
                                        probs);
           const std::int64_t t2 = Clock::now_ns();
           vp.repack(TensorView<const std::int8_t, 2>(kv + qk + h * b.dv, {t, b.dv}, {kv_ld, 1}));
           const Index out_row = cls_only ? img : img * t;
           const TensorView<std::uint8_t, 2> out(attn_.data() + out_row * out_ld + h * b.dv,
                                                 {qt, b.dv}, {out_ld, 1});
-          if (b.log2_levels == 0) {
+          if (!b.softmax_log2) {
             kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(probs), 0, vp, pvpipe, out,
                                      seq, &ws);
           } else {
@@ -840,9 +840,9 @@ class IntViT {
                const TensorView<std::uint8_t, 2>& out, kernels::GemmWorkspace& ws) {
     const Index rows = codes.extent(0), t = codes.extent(1), n = rows * t;
     std::uint8_t* lo = codes.data();
-    const std::int32_t top = b.log2_levels - 1;
+    const std::int32_t top = b.log2_levels() - 1;
     Sequential seq;
-    if (b.log2_levels <= 8) {
+    if (top < 8) {
       for (Index i = 0; i < n; ++i) {
         const std::uint32_t c = lo[i];
         lo[i] =

@@ -82,9 +82,7 @@ void apply_output_pipeline(const Pipeline& pipeline, TensorView<const std::int32
   if (cols > 1 && rows > 0 && (acc.stride(1) != 1 || out.stride(1) != 1))
     VITC_THROW(ArgumentError("apply_output_pipeline: acc and out must have column stride 1"));
   validate_pipeline(pipeline, cols);
-  bool available = true;
-  if constexpr (!std::is_same_v<Arch, arch::Auto>) available = Arch::available();
-  if (!available)
+  if (!arch::runnable<Arch>())
     VITC_THROW(ArgumentError("apply_output_pipeline: the forced path '" + std::string(Arch::kName) +
                              "' is not available on this build or CPU"));
   if (rows == 0 || cols == 0) return;

@@ -141,6 +141,16 @@ inline constexpr ArchId kArchIdOf<Avx2> = ArchId::kAvx2;
 template <>
 inline constexpr ArchId kArchIdOf<Avx512Vnni> = ArchId::kAvx512Vnni;
 
+// Whether a kernel entry point can honour the path tag Arch here: Auto always can (it picks an
+// available path), a forced tag when its path is compiled in and the CPU has it.
+template <class Arch>
+[[nodiscard]] bool runnable() noexcept {
+  if constexpr (std::is_same_v<Arch, Auto>)
+    return true;
+  else
+    return Arch::available();
+}
+
 // Whether path `id` is compiled into this TU and runs on this CPU.
 template <class Native = XsimdNative>
 [[nodiscard]] bool is_available(ArchId id) noexcept {

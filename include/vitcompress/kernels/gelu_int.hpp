@@ -145,14 +145,6 @@ template <class Policy, class In = std::int8_t>
 
 namespace detail {
 
-template <class Arch>
-[[nodiscard]] bool gelu_arch_available() noexcept {
-  if constexpr (std::is_same_v<Arch, arch::Auto>)
-    return true;
-  else
-    return Arch::available();
-}
-
 template <class Tag, class Policy, class In>
 void gelu_rows(Tag tag, const GeluParams<Policy, In>& params, const In* x, Index x_stride,
                std::int8_t* y, Index y_stride, Index rows, Index cols) {
@@ -183,7 +175,7 @@ void gelu_int(const GeluParams<Policy, In>& params, TensorView<InT, 2> x,
   const Index rows = x.extent(0), cols = x.extent(1);
   if (cols > 1 && rows > 0 && (x.stride(1) != 1 || y.stride(1) != 1))
     VITC_THROW(ArgumentError("gelu_int: x and y must have column stride 1"));
-  if (!detail::gelu_arch_available<Arch>())
+  if (!arch::runnable<Arch>())
     VITC_THROW(ArgumentError("gelu_int: the forced path '" + std::string(Arch::kName) +
                              "' is not available on this build or CPU"));
   if (rows == 0 || cols == 0) return;

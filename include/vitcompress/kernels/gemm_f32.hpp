@@ -76,16 +76,6 @@ class GemmF32Workspace {
   Tensor<float, 1> buf_;
 };
 
-namespace detail {
-template <class Arch>
-[[nodiscard]] bool gemm_f32_arch_available() noexcept {
-  if constexpr (std::is_same_v<Arch, arch::Auto>)
-    return true;
-  else
-    return Arch::available();
-}
-}  // namespace detail
-
 // C = A·B + epilogue. See the header comment for the contract.
 template <class Arch = arch::Auto, class Native = arch::XsimdNative, class Policy = Sequential>
 void gemm_f32(TensorView<const float, 2> a, const PackedPanelsF32& b, TensorView<float, 2> c,
@@ -114,7 +104,7 @@ void gemm_f32(TensorView<const float, 2> a, const PackedPanelsF32& b, TensorView
     if (n > 1 && m > 0 && epilogue.residual.stride(1) != 1)
       VITC_THROW(ArgumentError("gemm_f32: residual must have column stride 1"));
   }
-  if (!detail::gemm_f32_arch_available<Arch>())
+  if (!arch::runnable<Arch>())
     VITC_THROW(ArgumentError("gemm_f32: the forced path '" + std::string(Arch::kName) +
                              "' is not available on this build or CPU"));
   if (m == 0 || n == 0) return;

@@ -75,7 +75,7 @@ void gemm_int4_entry(const char* fn, TensorView<AT, 2> a, std::int32_t a_zero_po
   if (a_zero_point < lo || a_zero_point > hi)
     VITC_THROW(ArgumentError(f + ": a_zero_point = " + std::to_string(a_zero_point) +
                              " is outside the range of A's element type"));
-  if (!gemm_arch_available<Arch>())
+  if (!arch::runnable<Arch>())
     VITC_THROW(ArgumentError(f + ": the forced path '" + std::string(Arch::kName) +
                              "' is not available on this build or CPU"));
   if (m == 0 || n == 0) return;

@@ -68,16 +68,6 @@
 
 namespace vitc::kernels {
 
-namespace detail {
-template <class Arch>
-[[nodiscard]] bool gemm_arch_available() noexcept {
-  if constexpr (std::is_same_v<Arch, arch::Auto>)
-    return true;
-  else
-    return Arch::available();
-}
-}  // namespace detail
-
 // C = pipeline((A − a_zero_point)·B). See the header comment for the contract.
 template <class Arch = arch::Auto, class Native = arch::XsimdNative, class AT,
           OutputPipeline Pipeline, class OutT, class Policy = Sequential>
@@ -105,7 +95,7 @@ void gemm_int8(TensorView<AT, 2> a, std::int32_t a_zero_point, const PackedWeigh
     VITC_THROW(ArgumentError("gemm_int8: a_zero_point = " + std::to_string(a_zero_point) +
                              " is outside the range of A's element type"));
   validate_pipeline(pipeline, n);
-  if (!detail::gemm_arch_available<Arch>())
+  if (!arch::runnable<Arch>())
     VITC_THROW(ArgumentError("gemm_int8: the forced path '" + std::string(Arch::kName) +
                              "' is not available on this build or CPU"));
   if (m == 0 || n == 0) return;

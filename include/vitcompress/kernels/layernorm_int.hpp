@@ -153,14 +153,6 @@ namespace vitc::kernels {
 
 namespace detail {
 
-template <class Arch>
-[[nodiscard]] bool layernorm_arch_available() noexcept {
-  if constexpr (std::is_same_v<Arch, arch::Auto>)
-    return true;
-  else
-    return Arch::available();
-}
-
 template <class Tag, class In>
 void layernorm_rows(Tag tag, const LayerNormParams& params, const In* x, Index x_stride,
                     std::int8_t* y, Index y_stride, Index rows) {
@@ -197,7 +189,7 @@ void layernorm_int(const LayerNormParams& params, TensorView<InT, 2> x,
   const Index rows = x.extent(0), cols = x.extent(1);
   if (cols > 1 && rows > 0 && (x.stride(1) != 1 || y.stride(1) != 1))
     VITC_THROW(ArgumentError("layernorm_int: x and y must have column stride 1"));
-  if (!detail::layernorm_arch_available<Arch>())
+  if (!arch::runnable<Arch>())
     VITC_THROW(ArgumentError("layernorm_int: the forced path '" + std::string(Arch::kName) +
                              "' is not available on this build or CPU"));
   if (rows == 0 || cols == 0) return;

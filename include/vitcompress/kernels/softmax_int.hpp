@@ -124,14 +124,6 @@ template <class Exp, class Out = LinearProb>
 
 namespace detail {
 
-template <class Arch>
-[[nodiscard]] bool softmax_arch_available() noexcept {
-  if constexpr (std::is_same_v<Arch, arch::Auto>)
-    return true;
-  else
-    return Arch::available();
-}
-
 template <class Tag, class In, class Exp, class Out>
 void softmax_rows(Tag tag, const SoftmaxParams<Exp, Out>& params, const In* x, Index x_stride,
                   std::uint8_t* y, Index y_stride, Index rows, Index cols) {
@@ -162,7 +154,7 @@ void softmax_int(const SoftmaxParams<Exp, Out>& params, TensorView<InT, 2> x,
   const Index rows = x.extent(0), cols = x.extent(1);
   if (cols > 1 && rows > 0 && (x.stride(1) != 1 || y.stride(1) != 1))
     VITC_THROW(ArgumentError("softmax_int: x and y must have column stride 1"));
-  if (!detail::softmax_arch_available<Arch>())
+  if (!arch::runnable<Arch>())
     VITC_THROW(ArgumentError("softmax_int: the forced path '" + std::string(Arch::kName) +
                              "' is not available on this build or CPU"));
   if (rows == 0 || cols == 0) return;

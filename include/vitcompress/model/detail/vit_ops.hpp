@@ -12,9 +12,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>
+#include <xsimd/xsimd.hpp>
 
 #include "vitcompress/core/check.hpp"
 #include "vitcompress/core/parallel_for.hpp"
@@ -213,6 +215,42 @@ inline void softmax_rows(Mat<T> s) noexcept {
     row = (row - max).exp();
     row *= T(1) / row.sum();
   }
+}
+
+// row ← softmax((row − max)·scale), in place, for the float inference path (model::PackedViT);
+// the reference forward keeps softmax_rows above. xsimd batches, and std::exp on the last n mod W
+// elements: Eigen's array exp peels an unaligned row into scalar std::exp calls until it reaches
+// alignment, which for 17-token rows was most of them (8% of the shipped model's fp32 forward in
+// a perf profile).
+inline void softmax_row_inplace(float* row, Index n, float scale) noexcept {
+  using B = xsimd::batch<float>;
+  constexpr Index kW = static_cast<Index>(B::size);
+  const Index full = n - n % kW;
+  float max = -std::numeric_limits<float>::infinity();
+  if (full > 0) {
+    B vmax = B::load_unaligned(row);
+    for (Index i = kW; i < full; i += kW) vmax = xsimd::max(vmax, B::load_unaligned(row + i));
+    alignas(64) float lanes[kW];
+    vmax.store_aligned(lanes);
+    max = *std::max_element(lanes, lanes + kW);
+  }
+  for (Index i = full; i < n; ++i) max = std::max(max, row[i]);
+  const B vm(max), vs(scale);
+  B vsum(0.0F);
+  for (Index i = 0; i < full; i += kW) {
+    const B e = xsimd::exp((B::load_unaligned(row + i) - vm) * vs);
+    e.store_unaligned(row + i);
+    vsum += e;
+  }
+  float sum = full > 0 ? xsimd::hadd(vsum) : 0.0F;
+  for (Index i = full; i < n; ++i) {
+    row[i] = std::exp((row[i] - max) * scale);
+    sum += row[i];
+  }
+  const float inv = 1.0F / sum;
+  const B vinv(inv);
+  for (Index i = 0; i < full; i += kW) (B::load_unaligned(row + i) * vinv).store_unaligned(row + i);
+  for (Index i = full; i < n; ++i) row[i] *= inv;
 }
 
 // In place: dp <- p * (dp - sum(dp * p)) per row (softmax backward).
