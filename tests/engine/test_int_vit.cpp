@@ -310,14 +310,19 @@ TEST_SUITE("engine") {
     };
     engine::IntViT<> table(f.fq, 48);
     check(table, 0.08, 0.95, "iexp + table GELU");
-    Tensor<float, 2> zl({f.x.extent(0), 10});
-    f.fq_log2.predict(f.x.cview(), zl.view());
-    engine::IntViT<> log2(f.fq_log2, 48);
-    const auto [rel, agree] = compare_logits(run(log2, f.x), zl);
-    MESSAGE("log2 attention (4 bits): relative logit RMS difference ", rel, ", top-1 agreement ",
-            static_cast<double>(agree) / static_cast<double>(f.x.extent(0)));
-    CHECK(rel < 0.15);
-    CHECK(agree >= 43);
+    // Log2 attention: 4 bits (two byte halves) and 3 bits (one GEMM).
+    const auto check_log2 = [&](quant::FakeQuantViT& fq, const char* what) {
+      Tensor<float, 2> zl({f.x.extent(0), 10});
+      fq.predict(f.x.cview(), zl.view());
+      engine::IntViT<> log2(fq, 48);
+      const auto [rel, agree] = compare_logits(run(log2, f.x), zl);
+      MESSAGE(std::string(what), ": relative logit RMS difference ", rel, ", top-1 agreement ",
+              static_cast<double>(agree) / static_cast<double>(f.x.extent(0)));
+      CHECK(rel < 0.15);
+      CHECK(agree >= 43);
+    };
+    check_log2(f.fq_log2, "log2 attention (4 bits)");
+    check_log2(f.fq_log2_3, "log2 attention (3 bits)");
     engine::IntViT<engine::gemm::Int8<>, engine::softmax::Shiftmax, engine::norm::IntLayerNorm,
                    engine::act::IGelu>
         igelu(f.fq, 48);

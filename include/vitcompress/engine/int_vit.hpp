@@ -838,25 +838,14 @@ class IntViT {
   void log2_pv(const Block& b, const TensorView<std::uint8_t, 2>& codes, Index chunk,
                const kernels::PackedWeightsInt8& vp, const PvPipe& pvpipe,
                const TensorView<std::uint8_t, 2>& out, kernels::GemmWorkspace& ws) {
-    const Index rows = codes.extent(0), t = codes.extent(1), n = rows * t;
-    std::uint8_t* lo = codes.data();
-    const std::int32_t top = b.log2_levels() - 1;
+    const Index rows = codes.extent(0), t = codes.extent(1);
     Sequential seq;
-    if (top < 8) {
-      for (Index i = 0; i < n; ++i) {
-        const std::uint32_t c = lo[i];
-        lo[i] =
-            static_cast<std::uint8_t>(c <= static_cast<std::uint32_t>(top) ? 1u << (top - c) : 0u);
-      }
+    std::uint8_t* hi = probs_hi_.data() + chunk * probs_hi_.extent(1);
+    detail::log2_weights(codes.data(), rows * t, b.log2_levels(), hi, codes.data());
+    if (b.log2_levels() <= 8) {
       kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(codes), 0, vp, pvpipe, out, seq,
                                &ws);
       return;
-    }
-    std::uint8_t* hi = probs_hi_.data() + chunk * probs_hi_.extent(1);
-    for (Index i = 0; i < n; ++i) {
-      const std::uint32_t c = lo[i];  // 0..16; weight 2^(15 − c), 0 for c = 16
-      hi[i] = static_cast<std::uint8_t>(c < 8 ? 128u >> c : 0u);
-      lo[i] = static_cast<std::uint8_t>(c >= 8 && c < 16 ? 128u >> (c - 8) : 0u);
     }
     const Index dv = out.extent(1);
     std::int32_t* acc = pv_acc_.data() + chunk * pv_acc_.extent(1);

@@ -181,4 +181,25 @@ VITC_TARGET_AVX512VNNI inline void table_lookup_avx512(const std::int8_t* table,
 }
 #endif
 
+// Log2 attention's P operand from n kernel codes c (kernels::Log2Prob with `levels` = 2^b, b <= 4;
+// c = levels is the zero): the weight w = 2^(levels − 1 − c), 0 for the zero code. w fits a byte
+// for levels <= 8 (hi is then not written); for 16 levels it reaches 2^15, and w = 256·hi + lo
+// with the power of two in one byte or the other. lo may be codes itself (in place).
+inline void log2_weights(const std::uint8_t* codes, Index n, std::int32_t levels, std::uint8_t* hi,
+                         std::uint8_t* lo) noexcept {
+  const auto top = static_cast<std::uint32_t>(levels - 1);
+  if (top < 8) {
+    for (Index i = 0; i < n; ++i) {
+      const std::uint32_t c = codes[i];
+      lo[i] = static_cast<std::uint8_t>(c <= top ? 1u << (top - c) : 0u);
+    }
+    return;
+  }
+  for (Index i = 0; i < n; ++i) {
+    const std::uint32_t c = codes[i];  // 0..16; weight 2^(15 − c), 0 for c = 16
+    hi[i] = static_cast<std::uint8_t>(c < 8 ? 128u >> c : 0u);
+    lo[i] = static_cast<std::uint8_t>(c >= 8 && c < 16 ? 128u >> (c - 8) : 0u);
+  }
+}
+
 }  // namespace vitc::engine::detail
