@@ -4,8 +4,8 @@
 // fp32 and, when found, oneDNN u8×s8→s32 and fp32 matmul. Names:
 // gemm/<impl>/<M>x<K>x<N>/threads:<t>; each reports GOPS (1 multiply-add = 2 ops, counted in 10^9
 // per second). Weights are packed (ours, oneDNN's reorder) outside the timed loop. peak/vpdpbusd
-// and peak/fma_f32 measure one core's instruction throughput so that figures can be quoted as % of
-// peak.
+// and peak/fma_f32 (AVX-512), peak/avx2_maddubs, peak/avx2_madd and peak/fma_f32_avx2 (AVX2)
+// measure one core's instruction throughput so that figures can be quoted as % of peak.
 //
 // Typical run (the machine is shared; keep it short):
 //   bench_gemm --benchmark_filter='gemm/(vnni|onednn_s8|eigen_f32)/197x'
@@ -274,6 +274,63 @@ VITC_TARGET_AVX512VNNI void peak_fma_f32(benchmark::State& state) {
   state.counters["GOPS"] = benchmark::Counter(kChains * kInner * 16.0 * 2.0 * 1e-9,
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
+
+// The AVX2 int8 paths: vpmaddubsw + vpmaddwd(·, 1) + vpaddd per 32 multiply-adds (the sign-trick
+// kernel's chain), and vpmaddwd + vpaddd per 16 (the widening kernel's); and 256-bit FMA.
+template <bool kPairs>
+VITC_TARGET_AVX2 void peak_avx2_int(benchmark::State& state) {
+  if (!arch::Avx2::available()) {
+    state.SkipWithError("architecture unsupported");
+    return;
+  }
+  constexpr int kChains = 12, kInner = 1000;
+  __m256i acc[kChains];
+  for (int j = 0; j < kChains; ++j) acc[j] = _mm256_set1_epi32(j);
+  __m256i a = _mm256_set1_epi32(0x01010101), b = _mm256_set1_epi32(0x02020202);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (auto _ : state) {
+    for (int i = 0; i < kInner; ++i) {
+      __asm__ volatile("" : "+x"(a), "+x"(b));
+#pragma GCC unroll 12
+      for (int j = 0; j < kChains; ++j) {
+        if constexpr (kPairs)
+          acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+        else
+          acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(a, b));
+      }
+    }
+  }
+  int sink = 0;
+  for (int j = 0; j < kChains; ++j)
+    sink += _mm256_extract_epi32(acc[j], 0) + _mm256_extract_epi32(acc[j], 7);
+  benchmark::DoNotOptimize(sink);
+  state.counters["GOPS"] =
+      benchmark::Counter(kChains * kInner * (kPairs ? 32.0 : 16.0) * 2.0 * 1e-9,
+                         benchmark::Counter::kIsIterationInvariantRate);
+}
+
+VITC_TARGET_AVX2 void peak_fma_f32_avx2(benchmark::State& state) {
+  if (!arch::Avx2::available()) {
+    state.SkipWithError("architecture unsupported");
+    return;
+  }
+  constexpr int kChains = 12, kInner = 1000;
+  __m256 acc[kChains];
+  for (int j = 0; j < kChains; ++j) acc[j] = _mm256_set1_ps(static_cast<float>(j));
+  __m256 x = _mm256_set1_ps(1.0001f), y = _mm256_set1_ps(0.9999f);
+  for (auto _ : state) {
+    for (int i = 0; i < kInner; ++i) {
+      __asm__ volatile("" : "+x"(x), "+x"(y));
+#pragma GCC unroll 12
+      for (int j = 0; j < kChains; ++j) acc[j] = _mm256_fmadd_ps(acc[j], x, y);
+    }
+  }
+  float sink = 0;
+  for (int j = 0; j < kChains; ++j) sink += _mm256_cvtss_f32(acc[j]);
+  benchmark::DoNotOptimize(sink);
+  state.counters["GOPS"] = benchmark::Counter(kChains * kInner * 8.0 * 2.0 * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -283,6 +340,9 @@ const bool kRegistered = [] {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   benchmark::RegisterBenchmark("peak/vpdpbusd/threads:1", peak_vpdpbusd);
   benchmark::RegisterBenchmark("peak/fma_f32/threads:1", peak_fma_f32);
+  benchmark::RegisterBenchmark("peak/avx2_maddubs/threads:1", peak_avx2_int<true>);
+  benchmark::RegisterBenchmark("peak/avx2_madd/threads:1", peak_avx2_int<false>);
+  benchmark::RegisterBenchmark("peak/fma_f32_avx2/threads:1", peak_fma_f32_avx2);
 #endif
   // threads:1 rates use CPU time (robust on a shared machine); threads:2 must use wall time.
   auto timing = [](benchmark::internal::Benchmark* b, int t) {

@@ -260,15 +260,11 @@ VITC_TARGET_AVX512VNNI VITC_ALWAYS_INLINE void store_512(const Prep& s, __m512i 
   }
 }
 
-// Clang refuses to always-inline a function with target features into one without them even when
-// that caller is itself always-inlined into a function that has them (apply_pipeline_tile_simd
-// below, the int4 driver), which GCC accepts. On Clang the tile evaluators are therefore ordinary
-// calls (one per tile); on GCC they stay always-inlined.
-#if defined(__clang__)
+// The tile evaluators are ordinary calls (one per tile), not always-inlined: they carry target
+// features, and their callers (apply_pipeline_tile_simd below, the int4 driver) are always-inline
+// functions without them. Clang refuses such an inline outright; GCC refuses it whenever the
+// compilation's own target lacks the features (-march=native on an AVX2-only CPU).
 #define VITC_ROW_EVALUATOR_INLINE inline
-#else
-#define VITC_ROW_EVALUATOR_INLINE VITC_ALWAYS_INLINE
-#endif
 
 // Every stage prepared, and stages I... applied (lambdas would not inherit the target attribute).
 template <class... S, std::size_t... I>
