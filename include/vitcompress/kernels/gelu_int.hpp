@@ -40,8 +40,9 @@
 //   <= 1.8 (IGelu) and <= 1.9 (ShiftGelu) output LSB, and <= 0.8% of the int8 input range.
 //
 // Paths (kernels/arch.hpp): Scalar (the definition, detail/gelu_int_types.hpp); Xsimd<A>, Avx2,
-// Avx512Vnni on 32-bit lanes (detail/gelu_int_simd.hpp); for int8 inputs Avx512Vnni reads a
-// 256-entry table of outputs built by prepare_gelu from the definition (vpermi2w). ShiftGelu
+// Avx512Vnni on 32-bit lanes (detail/gelu_int_simd.hpp); for int8 inputs every SIMD path reads a
+// 256-entry table of outputs built by prepare_gelu from the definition (Avx512Vnni: vpermi2w;
+// Avx2: 16 vpshufb; Xsimd: scalar loads). ShiftGelu
 // with int32 inputs: prepare_gelu also evaluates the definition at every x_p ∈ [−2^15, 2^15)
 // into GeluParams::int32_table (64 KiB, about 1 ms), and every SIMD path reads its output from
 // it, one byte load per element, instead of a 15-step division per lane.
