@@ -23,8 +23,8 @@
 // Paths (kernels/arch.hpp), all bit-identical to the scalar reference:
 //   arch::Scalar       the definition (detail/gemm_int8_scalar.hpp);
 //   arch::Xsimd<A>     portable xsimd, int16-lane products (detail/gemm_int8_xsimd.hpp);
-//   arch::Avx2         vpmaddubsw + vpmaddwd with the saturation hazard handled
-//                      (detail/gemm_int8_avx2.hpp);
+//   arch::Avx2         int16 operands and vpmaddwd; at M = 1, vpmaddubsw with the sign trick
+//                      against its int16 saturation (detail/gemm_int8_avx2.hpp);
 //   arch::Avx512Vnni   vpdpbusd, +128 shift corrected with column sums
 //                      (detail/gemm_int8_avx512vnni.hpp).
 // The template argument Arch forces a path; the default arch::Auto takes best_arch() (the fastest

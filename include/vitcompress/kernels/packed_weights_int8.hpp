@@ -19,8 +19,8 @@
 //
 // Side data the arch paths need: column_sums()[n] = Σ_k B[k][n] (int32; zero for padded
 // columns), used to correct for the activation zero point and for the +128 shift of VNNI; and
-// panel_has_min(p), whether panel p contains the value −128, which selects the AVX2 kernel that
-// stays exact for it (see detail/gemm_int8_avx2.hpp).
+// panel_has_min(p), whether panel p contains the value −128, which the AVX2 path's sign-trick
+// kernel (M = 1) cannot take (see detail/gemm_int8_avx2.hpp).
 //
 // Weights are symmetric (zero point 0); K may be at most kMaxDepth so that every int32
 // accumulation of (a − a_zero_point)·b is exact (|a − za| <= 255, |b| <= 128).

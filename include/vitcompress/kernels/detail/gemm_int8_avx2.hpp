@@ -1,20 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// int8 GEMM, AVX2 path: vpmaddubsw (u8 × s8 → pairs summed into int16) + vpmaddwd (int16 pairs →
-// int32).
+// int8 GEMM, AVX2 path. Both kernels are exact for every operand; neither lets vpmaddubsw
+// saturate (its u8 × s8 pair sums clamp to int16: the classic bug).
 //
-// The hazard: vpmaddubsw adds two products into an int16 with saturation. uint8 × int8 pairs
-// reach 2·255·(−128) = −65280, so feeding it raw activations silently clamps (the classic bug).
-// What we do instead, exactly for every input:
-//   1. A is packed signed: int8 as is, uint8 as a − 128 (XOR 0x80; corrected below with the
-//      column sums: Σ a·b = Σ (a − 128)·b + 128·colsum).
-//   2. Sign trick: vpmaddubsw(|a|, sign(b, a)) with |a| <= 128 read as unsigned. For b in
-//      [−127, 127], sign(b, a) = ±b is exact and each pair is at most 2·128·127 = 32512 < 32767:
-//      no saturation.
-//   3. b = −128 breaks step 2 (vpsignb(−128, a < 0) wraps to −128). Panels containing −128
-//      (PackedWeightsInt8::panel_has_min) use a second kernel that sign-extends both operands to
-//      int16 (vpmovsxbw) and multiplies with vpmaddwd only, which is exact for all int8 values.
-// Symmetric int8 quantization produces [−127, 127], so the fast kernel is the common case.
+// M >= 2: operands widened to int16 and multiplied with vpmaddwd. A is packed once per call as
+// int16 a − a_zero_point (in [−255, 255]); B's 4-deep column groups are sign-extended as they
+// are loaded (vpmovsxbw), once per two rows. vpmaddwd multiplies int16 pairs into int32 lanes:
+// no saturation, no zero-point correction, −128 weights included. Accumulator lanes hold
+// (column, k-pair) partial sums, folded by vphaddd at the end.
+//
+// M = 1: the sign trick with vpmaddubsw (below), for weights without −128.
+//
+// Why two: vpmaddwd does as many multiply-adds per multiply instruction (16) as vpmaddubsw +
+// vpmaddwd (32 per 2), and the exact vpmaddubsw route also needs a vpsignb per product and a
+// vpabsb per row, which on Zen 3 compete with the multiplies. So with two rows sharing each
+// sign-extended weight vector the widening kernel wins; with one row, sign-extending every weight
+// byte costs more than vpsignb. Measured: see README (AVX2 machines).
 
 #include "vitcompress/kernels/arch.hpp"
 #include "vitcompress/kernels/detail/gemm_int8_common.hpp"
@@ -30,154 +31,178 @@ VITC_TARGET_AVX2 inline __m256i avx2_tail_mask(Index left) noexcept {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left < 0 ? 0 : left)), lanes);
 }
 
-// Stores acc + colcorr[0..8) (colcorr = −offset·colsum) to dst, the first `left` lanes only.
-VITC_TARGET_AVX2 inline void avx2_store_corrected(std::int32_t* dst, __m256i acc,
-                                                  const std::int32_t* colcorr,
-                                                  Index left) noexcept {
-  const __m256i v =
-      _mm256_add_epi32(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colcorr)));
+// Stores v to dst, the first `left` lanes only.
+VITC_TARGET_AVX2 inline void avx2_store_first(std::int32_t* dst, __m256i v, Index left) noexcept {
   if (left >= 8)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v);
   else if (left > 0)
     _mm256_maskstore_epi32(dst, avx2_tail_mask(left), v);
 }
 
-using Avx2TileFn = void (*)(const std::int8_t*, Index, const std::int8_t*, Index, Index,
-                            const std::int32_t*, std::int32_t*, Index, Index);
+using Avx2TileFn = void (*)(const std::int16_t*, Index, const std::int8_t*, Index, Index,
+                            std::int32_t*, Index, Index);
 
-// Sign-trick kernel (weights in [−127, 127]): MR rows × NV panels, 2 ymm per panel and row.
+// MR rows × NV panels of 16 columns; 4·MR·NV accumulators (<= 12 of the 16 ymm registers).
 template <int MR, int NV>
-VITC_TARGET_AVX2 void gemm_s8s8_tile_c4_avx2(const std::int8_t* a, Index lda, const std::int8_t* b,
-                                             Index panel_bytes, Index kgroups,
-                                             const std::int32_t* colcorr, std::int32_t* dst,
-                                             Index ldd, Index ncols) noexcept {
-  __m256i acc[MR][2 * NV];
-#pragma GCC unroll 8
+VITC_TARGET_AVX2 void gemm_s16s8_tile_avx2(const std::int16_t* a, Index lda, const std::int8_t* b,
+                                           Index panel_bytes, Index kgroups, std::int32_t* dst,
+                                           Index ldd, Index ncols) noexcept {
+  __m256i acc[MR][4 * NV];
+#pragma GCC unroll 4
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 12
+    for (int q = 0; q < 4 * NV; ++q) acc[r][q] = _mm256_setzero_si256();
+  for (Index g = 0; g < kgroups; ++g) {
+    __m256i aw[MR];  // a[k..k+3] as int16, the 8 bytes repeated in every 64-bit lane
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+      std::int64_t a8;
+      std::memcpy(&a8, a + r * lda + g * 4, 8);
+      aw[r] = _mm256_set1_epi64x(a8);
+    }
+#pragma GCC unroll 12
+    for (int q = 0; q < 4 * NV; ++q) {  // columns 4q..4q+3 of the tile, k 0..3, as int16
+      const __m256i bw = _mm256_cvtepi8_epi16(_mm_load_si128(
+          reinterpret_cast<const __m128i*>(b + (q / 4) * panel_bytes + g * 64 + (q % 4) * 16)));
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r)
+        acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(bw, aw[r]));
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) {
+      // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7]; the 64-bit permute (0, 2, 1, 3) restores order.
+      const __m256i* q = acc[r] + 4 * v;
+      const __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(q[0], q[1]), 0xD8);
+      const __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(q[2], q[3]), 0xD8);
+      std::int32_t* out = dst + r * ldd + 16 * v;
+      avx2_store_first(out, lo, ncols - 16 * v);
+      avx2_store_first(out + 8, hi, ncols - 16 * v - 8);
+    }
+}
+
+// The tiles by (rows, panels): 2 × 1, and 1 × 1 for an odd last row (M = 1 has its own path).
+inline constexpr int kAvx2MaxPanels = 1;
+[[nodiscard]] constexpr Avx2TileFn avx2_tile(Index mr, Index /*nv*/) noexcept {
+  return mr == 2 ? &gemm_s16s8_tile_avx2<2, 1> : &gemm_s16s8_tile_avx2<1, 1>;
+}
+
+using Avx2SignFn = void (*)(const std::int8_t*, const std::int8_t*, Index, Index,
+                            const std::int32_t*, std::int32_t*, Index);
+
+// M = 1: the sign trick, NV panels, 2 ymm per panel. vpmaddubsw adds two u8 × s8 products into
+// an int16 with saturation; with |a| <= 128 as the unsigned operand and sign(b, a) = ±b as the
+// signed one, each pair is at most 2·128·127 = 32512 for weights in [−127, 127] (b = −128 would
+// wrap in vpsignb: such weights take the kernel above). With one row each weight byte is used
+// once, and sign-extending every one (the kernel above) cost more than vpsignb: this ran 1.1-1.5x
+// faster at M = 1 on Zen 3 (bench_gemm gemm/avx2/1x*, builds before and after).
+template <int NV>
+VITC_TARGET_AVX2 void gemm_s8s8_row_avx2(const std::int8_t* a, const std::int8_t* b,
+                                         Index panel_bytes, Index kgroups,
+                                         const std::int32_t* colcorr, std::int32_t* dst,
+                                         Index ncols) noexcept {
+  __m256i acc[2 * NV];
 #pragma GCC unroll 8
-    for (int h = 0; h < 2 * NV; ++h) acc[r][h] = _mm256_setzero_si256();
+  for (int h = 0; h < 2 * NV; ++h) acc[h] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1);
   for (Index g = 0; g < kgroups; ++g) {
-    __m256i bv[2 * NV];
+    std::int32_t a4;
+    std::memcpy(&a4, a + g * 4, 4);
+    const __m256i av = _mm256_set1_epi32(a4);
+    const __m256i aabs = _mm256_abs_epi8(av);  // |−128| = 0x80 = 128 as unsigned
 #pragma GCC unroll 8
-    for (int h = 0; h < 2 * NV; ++h)
-      bv[h] = _mm256_load_si256(
+    for (int h = 0; h < 2 * NV; ++h) {
+      const __m256i bv = _mm256_load_si256(
           reinterpret_cast<const __m256i*>(b + (h / 2) * panel_bytes + g * 64 + (h % 2) * 32));
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      std::int32_t a4;
-      std::memcpy(&a4, a + r * lda + g * 4, 4);
-      const __m256i av = _mm256_set1_epi32(a4);
-      const __m256i aabs = _mm256_abs_epi8(av);  // |−128| = 0x80 = 128 as unsigned
-#pragma GCC unroll 8
-      for (int h = 0; h < 2 * NV; ++h) {
-        const __m256i pairs = _mm256_maddubs_epi16(aabs, _mm256_sign_epi8(bv[h], av));
-        acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(pairs, ones));
-      }
+      const __m256i pairs = _mm256_maddubs_epi16(aabs, _mm256_sign_epi8(bv, av));
+      acc[h] = _mm256_add_epi32(acc[h], _mm256_madd_epi16(pairs, ones));
     }
   }
 #pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 8
-    for (int h = 0; h < 2 * NV; ++h)
-      avx2_store_corrected(dst + r * ldd + 8 * h, acc[r][h], colcorr + 8 * h, ncols - 8 * h);
+  for (int h = 0; h < 2 * NV; ++h) {
+    const __m256i v = _mm256_add_epi32(
+        acc[h], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colcorr + 8 * h)));
+    avx2_store_first(dst + 8 * h, v, ncols - 8 * h);
+  }
 }
 
-// Widening kernel (any int8 weights, −128 included): one panel, MR <= 2 rows; vpmovsxbw +
-// vpmaddwd. Accumulator lanes hold (column, k-pair) partial sums, folded by vphaddd at the end.
-template <int MR>
-VITC_TARGET_AVX2 void gemm_s8s8_tile_c4_avx2_widen(const std::int8_t* a, Index lda,
-                                                   const std::int8_t* b, Index kgroups,
-                                                   const std::int32_t* colcorr, std::int32_t* dst,
-                                                   Index ldd, Index ncols) noexcept {
-  __m256i acc[MR][4];
-#pragma GCC unroll 4
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_si256();
-  for (Index g = 0; g < kgroups; ++g) {
-    __m256i bw[4];  // columns 4q..4q+3, k 0..3, as int16
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q)
-      bw[q] = _mm256_cvtepi8_epi16(
-          _mm_load_si128(reinterpret_cast<const __m128i*>(b + g * 64 + q * 16)));
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r) {
-      std::int32_t a4;
-      std::memcpy(&a4, a + r * lda + g * 4, 4);
-      const __m256i aw = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(a4)));
-#pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q)
-        acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(bw[q], aw));
+template <class AT, class OutT, class Pipeline>
+VITC_TARGET_AVX2 void gemm_int8_avx2_row_panels(const GemmInt8Problem<AT, OutT>& p,
+                                                const Pipeline& pipeline, const std::int8_t* a,
+                                                const std::int32_t* colcorr, Index p0,
+                                                Index p1) noexcept {
+  constexpr bool kDirect = std::is_same_v<Pipeline, RawInt32> && std::is_same_v<OutT, std::int32_t>;
+  constexpr Index kNv = 4;
+  constexpr Avx2SignFn kFns[kNv] = {&gemm_s8s8_row_avx2<1>, &gemm_s8s8_row_avx2<2>,
+                                    &gemm_s8s8_row_avx2<3>, &gemm_s8s8_row_avx2<4>};
+  alignas(64) std::int32_t tile[kNv * 16];
+  const PackedWeightsInt8& b = *p.b;
+  const Index kg = b.kgroups(), pb = b.panel_bytes();
+  for (Index q = p0; q < p1; q += kNv) {
+    const Index nv = std::min(kNv, p1 - q);
+    const Index n0 = q * 16, ncols = std::min(nv * 16, p.n - n0);
+    std::int32_t* out = kDirect ? reinterpret_cast<std::int32_t*>(p.c) + n0 : tile;
+    kFns[nv - 1](a, b.panel(q), pb, kg, colcorr + n0, out, ncols);
+    if constexpr (!kDirect)
+      apply_pipeline_tile_256(pipeline, tile, nv * 16, 1, n0, ncols, p.c + n0, p.c_row_stride);
+  }
+}
+
+// M = 1 through the sign-trick kernel: A packed as int8 (uint8 as a − 128, XOR 0x80), corrected by
+// −offset·colsum. Only for weights without −128 (the caller checks panel_has_min).
+template <class AT, class OutT, class Pipeline, class Policy>
+void gemm_int8_avx2_row(const GemmInt8Problem<AT, OutT>& p, const Pipeline& pipeline,
+                        Policy& policy) {
+  constexpr bool kUnsigned = std::is_same_v<AT, std::uint8_t>;
+  const Index lda = p.b->kgroups() * 4;
+  auto abuf = scratch_in<std::uint8_t>(p.ws, 0, lda);
+  pack_activations(p, abuf.get(), lda, kUnsigned ? 0x80 : 0x00);
+  auto colcorr = column_corrections(*p.b, p.a_zero_point - (kUnsigned ? 128 : 0), p.ws);
+  const auto* a = reinterpret_cast<const std::int8_t*>(abuf.get());
+  policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
+    gemm_int8_avx2_row_panels(p, pipeline, a, colcorr.get(), p0, p1);
+  });
+}
+
+// A as int16 a − a_zero_point in rows of `ld` (a multiple of 4, >= K), zero past K.
+template <class AT, class OutT>
+void pack_activations_s16(const GemmInt8Problem<AT, OutT>& p, std::int16_t* dst,
+                          Index ld) noexcept {
+  const AT* a = p.a;
+  const Index m = p.m, k = p.k, rs = p.a_row_stride, cs = p.a_col_stride;
+  const std::int32_t zp = p.a_zero_point;
+  for (Index i = 0; i < m; ++i) {
+    std::int16_t* row = dst + i * ld;
+    const AT* src = a + i * rs;
+    if (cs == 1) {
+      for (Index j = 0; j < k; ++j) row[j] = static_cast<std::int16_t>(src[j] - zp);
+    } else {
+      for (Index j = 0; j < k; ++j) row[j] = static_cast<std::int16_t>(src[j * cs] - zp);
     }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < MR; ++r) {
-    // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7]; the 64-bit permute (0, 2, 1, 3) restores order.
-    const __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][0], acc[r][1]), 0xD8);
-    const __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][2], acc[r][3]), 0xD8);
-    avx2_store_corrected(dst + r * ldd, lo, colcorr, ncols);
-    avx2_store_corrected(dst + r * ldd + 8, hi, colcorr + 8, ncols - 8);
+    std::fill(row + k, row + ld, std::int16_t{0});
   }
 }
-
-inline constexpr int kAvx2MaxTiles = 4;  // MR·NV panels: 8 ymm accumulators + operands in 16
-
-template <int I>
-constexpr Avx2TileFn avx2_tile_entry() {
-  constexpr int mr = I / 4 + 1, nv = I % 4 + 1;
-  if constexpr (mr * nv <= kAvx2MaxTiles)
-    return &gemm_s8s8_tile_c4_avx2<mr, nv>;
-  else
-    return nullptr;
-}
-template <int... I>
-constexpr std::array<Avx2TileFn, 16> avx2_tile_table(std::integer_sequence<int, I...>) {
-  return {avx2_tile_entry<I>()...};
-}
-inline constexpr std::array<Avx2TileFn, 16> kAvx2Tiles =
-    avx2_tile_table(std::make_integer_sequence<int, 16>{});
-
-struct Avx2Plan {
-  const std::int8_t* a;
-  Index lda, mr, nv;
-  const std::int32_t* colcorr;  // −offset·colsum, panels·16 entries
-};
 
 template <class AT, class OutT, class Pipeline>
 VITC_TARGET_AVX2 void gemm_int8_avx2_panels(const GemmInt8Problem<AT, OutT>& p,
-                                            const Pipeline& pipeline, const Avx2Plan& plan,
-                                            Index p0, Index p1) noexcept {
+                                            const Pipeline& pipeline, const std::int16_t* a,
+                                            Index lda, Index mr0, Index nv0, Index p0,
+                                            Index p1) noexcept {
   constexpr bool kDirect = std::is_same_v<Pipeline, RawInt32> && std::is_same_v<OutT, std::int32_t>;
-  alignas(64) std::int32_t tile[kAvx2MaxTiles * 16];
+  alignas(64) std::int32_t tile[2 * kAvx2MaxPanels * 16];
   const PackedWeightsInt8& b = *p.b;
   const Index kg = b.kgroups(), pb = b.panel_bytes();
-  for (Index q = p0; q < p1; q += plan.nv) {
-    const Index nv = std::min(plan.nv, p1 - q);
+  for (Index q = p0; q < p1; q += nv0) {
+    const Index nv = std::min(nv0, p1 - q);
     const Index n0 = q * 16, ncols = std::min(nv * 16, p.n - n0);
-    bool widen = false;
-    for (Index v = 0; v < nv; ++v) widen |= b.panel_has_min(q + v);
-    for (Index m0 = 0; m0 < p.m; m0 += plan.mr) {
-      const Index mr = std::min(plan.mr, p.m - m0);
+    for (Index m0 = 0; m0 < p.m; m0 += mr0) {
+      const Index mr = std::min(mr0, p.m - m0);
       std::int32_t* out =
           kDirect ? reinterpret_cast<std::int32_t*>(p.c) + m0 * p.c_row_stride + n0 : tile;
       const Index ldo = kDirect ? p.c_row_stride : nv * 16;
-      const std::int8_t* arow = plan.a + m0 * plan.lda;
-      if (!widen) {
-        const Avx2TileFn fn = kAvx2Tiles[static_cast<std::size_t>((mr - 1) * 4 + (nv - 1))];
-        VITC_DCHECK(fn != nullptr);
-        fn(arow, plan.lda, b.panel(q), pb, kg, plan.colcorr + n0, out, ldo, ncols);
-      } else {
-        for (Index v = 0; v < nv; ++v) {
-          const Index left = ncols - 16 * v;
-          for (Index r = 0; r < mr; r += 2) {
-            const auto wfn =
-                mr - r >= 2 ? &gemm_s8s8_tile_c4_avx2_widen<2> : &gemm_s8s8_tile_c4_avx2_widen<1>;
-            wfn(arow + r * plan.lda, plan.lda, b.panel(q + v), kg, plan.colcorr + n0 + 16 * v,
-                out + r * ldo + 16 * v, ldo, left);
-          }
-        }
-      }
+      avx2_tile(mr, nv)(a + m0 * lda, lda, b.panel(q), pb, kg, out, ldo, ncols);
       if constexpr (!kDirect)
         apply_pipeline_tile_256(pipeline, tile, nv * 16, mr, n0, ncols,
                                 p.c + m0 * p.c_row_stride + n0, p.c_row_stride);
@@ -188,19 +213,20 @@ VITC_TARGET_AVX2 void gemm_int8_avx2_panels(const GemmInt8Problem<AT, OutT>& p,
 template <class AT, class OutT, class Pipeline, class Policy>
 void gemm_int8_run(arch::Avx2, const GemmInt8Problem<AT, OutT>& p, const Pipeline& pipeline,
                    Policy& policy) {
-  constexpr bool kUnsigned = std::is_same_v<AT, std::uint8_t>;
-  const Index lda = p.b->kgroups() * 4;
-  auto abuf = scratch_in<std::uint8_t>(p.ws, 0, p.m * lda);
-  pack_activations(p, abuf.get(), lda, kUnsigned ? 0x80 : 0x00);
-  // result = Σ a_packed·b − offset·colsum with a_packed = a − 128 for uint8 A.
-  auto colcorr = column_corrections(*p.b, p.a_zero_point - (kUnsigned ? 128 : 0), p.ws);
-  Avx2Plan plan{reinterpret_cast<const std::int8_t*>(abuf.get()), lda, 4, 1, colcorr.get()};
   if (p.m == 1) {
-    plan.mr = 1;
-    plan.nv = 4;
+    bool has_min = false;
+    for (Index q = 0; q < p.b->panels(); ++q) has_min |= p.b->panel_has_min(q);
+    if (!has_min) {
+      gemm_int8_avx2_row(p, pipeline, policy);
+      return;
+    }
   }
+  const Index lda = p.b->kgroups() * 4;
+  auto abuf = scratch_in<std::int16_t>(p.ws, 0, p.m * lda);
+  pack_activations_s16(p, abuf.get(), lda);
+  const Index mr = 2, nv = 1;
   policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
-    gemm_int8_avx2_panels(p, pipeline, plan, p0, p1);
+    gemm_int8_avx2_panels(p, pipeline, abuf.get(), lda, mr, nv, p0, p1);
   });
 }
 
