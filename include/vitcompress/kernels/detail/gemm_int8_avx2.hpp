@@ -83,12 +83,6 @@ VITC_TARGET_AVX2 void gemm_s16s8_tile_avx2(const std::int16_t* a, Index lda, con
     }
 }
 
-// The tiles by (rows, panels): 2 × 1, and 1 × 1 for an odd last row (M = 1 has its own path).
-inline constexpr int kAvx2MaxPanels = 1;
-[[nodiscard]] constexpr Avx2TileFn avx2_tile(Index mr, Index /*nv*/) noexcept {
-  return mr == 2 ? &gemm_s16s8_tile_avx2<2, 1> : &gemm_s16s8_tile_avx2<1, 1>;
-}
-
 using Avx2SignFn = void (*)(const std::int8_t*, const std::int8_t*, Index, Index,
                             const std::int32_t*, std::int32_t*, Index);
 
@@ -185,27 +179,33 @@ void pack_activations_s16(const GemmInt8Problem<AT, OutT>& p, std::int16_t* dst,
   }
 }
 
+// Panels [p0, p1) one at a time; rows in blocks of kAvx2RowBlock, each computed by 2-row tiles
+// into one buffer so that the output pipeline prepares its per-column constants once per block.
+inline constexpr Index kAvx2RowBlock = 8;
+
 template <class AT, class OutT, class Pipeline>
 VITC_TARGET_AVX2 void gemm_int8_avx2_panels(const GemmInt8Problem<AT, OutT>& p,
                                             const Pipeline& pipeline, const std::int16_t* a,
-                                            Index lda, Index mr0, Index nv0, Index p0,
-                                            Index p1) noexcept {
+                                            Index lda, Index p0, Index p1) noexcept {
   constexpr bool kDirect = std::is_same_v<Pipeline, RawInt32> && std::is_same_v<OutT, std::int32_t>;
-  alignas(64) std::int32_t tile[2 * kAvx2MaxPanels * 16];
+  alignas(64) std::int32_t tile[kAvx2RowBlock * 16];
   const PackedWeightsInt8& b = *p.b;
   const Index kg = b.kgroups(), pb = b.panel_bytes();
-  for (Index q = p0; q < p1; q += nv0) {
-    const Index nv = std::min(nv0, p1 - q);
-    const Index n0 = q * 16, ncols = std::min(nv * 16, p.n - n0);
-    for (Index m0 = 0; m0 < p.m; m0 += mr0) {
-      const Index mr = std::min(mr0, p.m - m0);
+  for (Index q = p0; q < p1; ++q) {
+    const Index n0 = q * 16, ncols = std::min<Index>(16, p.n - n0);
+    for (Index m0 = 0; m0 < p.m; m0 += kAvx2RowBlock) {
+      const Index rows = std::min(kAvx2RowBlock, p.m - m0);
       std::int32_t* out =
           kDirect ? reinterpret_cast<std::int32_t*>(p.c) + m0 * p.c_row_stride + n0 : tile;
-      const Index ldo = kDirect ? p.c_row_stride : nv * 16;
-      avx2_tile(mr, nv)(a + m0 * lda, lda, b.panel(q), pb, kg, out, ldo, ncols);
+      const Index ldo = kDirect ? p.c_row_stride : 16;
+      for (Index r = 0; r < rows; r += 2) {
+        const Avx2TileFn fn =
+            rows - r >= 2 ? &gemm_s16s8_tile_avx2<2, 1> : &gemm_s16s8_tile_avx2<1, 1>;
+        fn(a + (m0 + r) * lda, lda, b.panel(q), pb, kg, out + r * ldo, ldo, ncols);
+      }
       if constexpr (!kDirect)
-        apply_pipeline_tile_256(pipeline, tile, nv * 16, mr, n0, ncols,
-                                p.c + m0 * p.c_row_stride + n0, p.c_row_stride);
+        apply_pipeline_tile_256(pipeline, tile, 16, rows, n0, ncols, p.c + m0 * p.c_row_stride + n0,
+                                p.c_row_stride);
     }
   }
 }
@@ -224,9 +224,8 @@ void gemm_int8_run(arch::Avx2, const GemmInt8Problem<AT, OutT>& p, const Pipelin
   const Index lda = p.b->kgroups() * 4;
   auto abuf = scratch_in<std::int16_t>(p.ws, 0, p.m * lda);
   pack_activations_s16(p, abuf.get(), lda);
-  const Index mr = 2, nv = 1;
   policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
-    gemm_int8_avx2_panels(p, pipeline, abuf.get(), lda, mr, nv, p0, p1);
+    gemm_int8_avx2_panels(p, pipeline, abuf.get(), lda, p0, p1);
   });
 }
 
