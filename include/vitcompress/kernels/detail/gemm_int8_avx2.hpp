@@ -90,8 +90,8 @@ using Avx2SignFn = void (*)(const std::int8_t*, const std::int8_t*, Index, Index
 // an int16 with saturation; with |a| <= 128 as the unsigned operand and sign(b, a) = ±b as the
 // signed one, each pair is at most 2·128·127 = 32512 for weights in [−127, 127] (b = −128 would
 // wrap in vpsignb: such weights take the kernel above). With one row each weight byte is used
-// once, and sign-extending every one (the kernel above) cost more than vpsignb: this ran 1.1-1.5x
-// faster at M = 1 on Zen 3 (bench_gemm gemm/avx2/1x*, builds before and after).
+// once, and sign-extending every one (the kernel above) cost more than vpsignb: on Zen 3 this ran
+// 1.2-1.5x faster at M = 1 on most shapes (bench_gemm gemm/avx2/1x*, builds before and after).
 template <int NV>
 VITC_TARGET_AVX2 void gemm_s8s8_row_avx2(const std::int8_t* a, const std::int8_t* b,
                                          Index panel_bytes, Index kgroups,
