@@ -13,9 +13,9 @@
 //
 // Why two: vpmaddwd does as many multiply-adds per multiply instruction (16) as vpmaddubsw +
 // vpmaddwd (32 per 2), and the exact vpmaddubsw route also needs a vpsignb per product and a
-// vpabsb per row, which on Zen 3 compete with the multiplies. So with two rows sharing each
-// sign-extended weight vector the widening kernel wins; with one row, sign-extending every weight
-// byte costs more than vpsignb. Measured: see README (AVX2 machines).
+// vpabsb per row. With two rows sharing each sign-extended weight vector the widening kernel
+// measured as fast or faster on Zen 3 (the machine was noisy: see README, AVX2 section) and it
+// needs no correction; with one row, sign-extending every weight byte costs more than vpsignb.
 
 #include "vitcompress/kernels/arch.hpp"
 #include "vitcompress/kernels/detail/gemm_int8_common.hpp"
