@@ -299,11 +299,16 @@ class IntViT {
     allocate();
     // The GELU table lookup searches the table's steps (detail/step_table.hpp) on AVX-512 on the
     // Avx512Vnni path, and on the Auto path when the CPU has it; exact either way (the step
-    // form is checked against every table entry when it is built).
+    // form is checked against every table entry when it is built). The input quantization has
+    // AVX-512 and AVX2 paths, chosen the same way (tests/engine/test_quantize_input.cpp).
     if constexpr (std::is_same_v<Arch, kernels::arch::Avx512Vnni>)
       avx512_ = true;
-    else if constexpr (std::is_same_v<Arch, kernels::arch::Auto>)
+    else if constexpr (std::is_same_v<Arch, kernels::arch::Avx2>)
+      avx2_ = true;
+    else if constexpr (std::is_same_v<Arch, kernels::arch::Auto>) {
       avx512_ = kernels::arch::best_arch() == kernels::arch::ArchId::kAvx512Vnni;
+      avx2_ = kernels::arch::best_arch() == kernels::arch::ArchId::kAvx2;
+    }
   }
 
   [[nodiscard]] const model::ViTConfig& config() const noexcept { return config_; }
@@ -702,6 +707,11 @@ class IntViT {
                 out += s.patch;
                 continue;
               }
+              if (avx2_ && sx == 1) {
+                detail::quantize_u8_avx2(src, qp.scale, qp.zero_point, out, s.patch);
+                out += s.patch;
+                continue;
+              }
 #endif
               for (Index kx = 0; kx < s.patch; ++kx)
                 out[kx] = static_cast<std::uint8_t>(
@@ -960,6 +970,7 @@ class IntViT {
   ThreadPool* pool_ = nullptr;
   int attn_threads_ = 1;
   bool avx512_ = false;
+  bool avx2_ = false;  // the input quantization's AVX2 path (avx512_ takes precedence)
 
   detail::AsymPoint patch_in_;
   detail::LinearWeights patch_w_;
