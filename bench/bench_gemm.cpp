@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// int8 and 4-bit GEMM benchmarks on DeiT shapes: ours (ref, xsimd, avx2, vnni; int4_vnni,
+// int8 and 4-bit GEMM benchmarks on DeiT shapes: ours (ref, xsimd, avx2, vnni; avx2_w7 with
+// 7-bit weights in [−63, 63]; int4_vnni,
 // int4_avx2, int4_xsimd per-channel 4-bit; int4g64_vnni per-group G = 64, float out) against Eigen
 // fp32 and, when found, oneDNN u8×s8→s32 and fp32 matmul. Names:
 // gemm/<impl>/<M>x<K>x<N>/threads:<t>; each reports GOPS (1 multiply-add = 2 ops, counted in 10^9
@@ -86,24 +87,28 @@ void set_gops(benchmark::State& state, const Shape& s) {
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Weights in [−weight_max, weight_max]: 127 for 8-bit symmetric codes, 63 for 7-bit ones.
 struct Int8Operands {
   vitc::Tensor<std::uint8_t, 2> a;
   vitc::Tensor<std::int8_t, 2> b;
-  explicit Int8Operands(const Shape& s) : a({s.m, s.k}), b({s.k, s.n}) {
+  explicit Int8Operands(const Shape& s, int weight_max = 127) : a({s.m, s.k}), b({s.k, s.n}) {
     std::mt19937 rng(42);
+    const auto levels = static_cast<unsigned>(2 * weight_max + 1);
     for (auto& x : a.span()) x = static_cast<std::uint8_t>(rng());
-    for (auto& x : b.span()) x = static_cast<std::int8_t>(static_cast<int>(rng() % 255) - 127);
+    for (auto& x : b.span())
+      x = static_cast<std::int8_t>(static_cast<int>(rng() % levels) - weight_max);
   }
 };
 
 // Our GEMM on a forced path; `requant` adds bias + per-channel requantization + int8 narrowing.
 template <class Arch>
-void bench_ours(benchmark::State& state, Shape s, int threads, bool requant) {
+void bench_ours_weights(benchmark::State& state, Shape s, int threads, bool requant,
+                        int weight_max) {
   if (!Arch::available()) {
     state.SkipWithError("architecture unsupported");
     return;
   }
-  Int8Operands ops(s);
+  Int8Operands ops(s, weight_max);
   const kn::PackedWeightsInt8 packed(ops.b.cview());
   vitc::ThreadPool pool(threads);
   if (!requant) {
@@ -128,6 +133,11 @@ void bench_ours(benchmark::State& state, Shape s, int threads, bool requant) {
     }
   }
   set_gops(state, s);
+}
+
+template <class Arch>
+void bench_ours(benchmark::State& state, Shape s, int threads, bool requant) {
+  bench_ours_weights<Arch>(state, s, threads, requant, 127);
 }
 
 // 4-bit weights: per-channel (group 0, raw int32 out) or per-group G (float out).
@@ -359,6 +369,10 @@ const bool kRegistered = [] {
              t);
       timing(benchmark::RegisterBenchmark(name("gemm", "avx2", s, t).c_str(),
                                           bench_ours<arch::Avx2>, s, t, false),
+             t);
+      // 7-bit weights: on AVX2 the exact vpmaddubsw kernel (see detail/gemm_int8_avx2.hpp).
+      timing(benchmark::RegisterBenchmark(name("gemm", "avx2_w7", s, t).c_str(),
+                                          bench_ours_weights<arch::Avx2>, s, t, false, 63),
              t);
       timing(benchmark::RegisterBenchmark(name("gemm", "xsimd", s, t).c_str(),
                                           bench_ours<arch::XsimdNative>, s, t, false),

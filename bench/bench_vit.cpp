@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // End-to-end latency of the integer engine beside the float forward, in one binary so that both
-// run in the same session: vit/<model>/<fp32|int8|int4>/b<batch>/t<threads>.
+// run in the same session: vit/<model>/<fp32|int8|int8w7|int4>/b<batch>/t<threads>.
 //
 //   model    shipped (models/fashion_mnist_vit.safetensors when present, otherwise its config with
 //            random weights), deit_tiny, deit_small, deit_base (224x224, patch 16, random
@@ -9,6 +9,8 @@
 //   int8     engine::IntViT<> (w8a8, default policies, runtime-dispatched kernels), built from a
 //            FakeQuantViT calibrated on two random N(0, 1) images (latency does not depend on
 //            the calibration; accuracy is measured by tests/engine)
+//   int8w7   the same engine on a w7a8 simulation: every weight 7-bit, for which the AVX2 int8
+//            GEMM needs no widening (kernels/detail/gemm_int8_avx2.hpp)
 //   int4     the same engine on a w4a8 simulation: qkv, proj, fc1, fc2 weights 4-bit per
 //            channel (kernels::gemm_int4), patch embedding and head 8-bit
 //   batch    1, 8;  threads 1, 2 (a ThreadPool)
@@ -127,7 +129,7 @@ void register_all() {
   for (const char* name : {"shipped", "deit_tiny", "deit_small", "deit_base"})
     for (int batch : {1, 8})
       for (int threads : {1, 2})
-        for (const char* prec : {"fp32", "int8", "int4"}) {
+        for (const char* prec : {"fp32", "int8", "int8w7", "int4"}) {
           const std::string label = std::string("vit/") + name + "/" + prec + "/b" +
                                     std::to_string(batch) + "/t" + std::to_string(threads);
           auto* b = benchmark::RegisterBenchmark(label.c_str(), [name = std::string(name),
@@ -136,7 +138,11 @@ void register_all() {
                       if (prec == "fp32")
                         bench_fp32(state, name, batch, threads);
                       else
-                        bench_engine(state, name, prec == "int8" ? "w8a8" : "w4a8", batch, threads);
+                        bench_engine(state, name,
+                                     prec == "int8"     ? "w8a8"
+                                     : prec == "int8w7" ? "w7a8"
+                                                        : "w4a8",
+                                     batch, threads);
                     })->Unit(benchmark::kMillisecond);
           if (threads > 1) b->UseRealTime();
         }

@@ -4,7 +4,9 @@
 // GemmWorkspace, for the int8 and the 4-bit GEMM, on every path.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -29,10 +31,15 @@ Tensor<T, 2> random_matrix(Index rows, Index cols, int lo, int hi, std::uint64_t
 }
 
 // The layout's definition read back element by element: every B[k][n], zero padding, column
-// sums and −128 flags computed directly from b (independent of the packing code).
+// sums, −128 flags and largest magnitude computed directly from b (independent of the packing
+// code).
 bool matches_definition(const kn::PackedWeightsInt8& got, TensorView<const std::int8_t, 2> b) {
   const Index k = b.extent(0), n = b.extent(1), panel = kn::PackedWeightsInt8::kPanel;
   if (got.depth() != k || got.cols() != n) return false;
+  int magnitude = 0;
+  for (Index kk = 0; kk < k; ++kk)
+    for (Index nn = 0; nn < n; ++nn) magnitude = std::max(magnitude, std::abs(int{b(kk, nn)}));
+  if (got.max_magnitude() != magnitude) return false;
   for (Index p = 0; p < got.panels(); ++p) {
     bool has_min = false;
     for (Index g = 0; g < got.kgroups(); ++g)
@@ -109,6 +116,11 @@ TEST_SUITE("engine") {
     const auto big = random_matrix<std::int8_t>(70, 50, -128, 127, 2);
     p.repack(big.cview());
     CHECK(same_packing(p, big.cview()));
+    // Smaller weights after larger ones: the magnitude is that of the new B only.
+    const auto small = random_matrix<std::int8_t>(23, 20, -5, 5, 6);
+    p.repack(small.cview());
+    CHECK(same_packing(p, small.cview()));
+    CHECK(p.max_magnitude() <= 5);
   }
 
   TEST_CASE_TEMPLATE("a GemmWorkspace gives the same result and stops allocating", Arch,

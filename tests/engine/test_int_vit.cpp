@@ -128,6 +128,8 @@ struct Fixture {
   RandomImages test{48, 16, 12};
   quant::FakeQuantViT fq = calibrated(small_config(), calib.labeled());
   quant::FakeQuantViT fq4 = calibrated(small_config(), calib.labeled(), "w4a8");
+  // 7-bit weights: on AVX2 every linear layer takes the vpmaddubsw kernel without widening.
+  quant::FakeQuantViT fq7 = calibrated(small_config(), calib.labeled(), "w7a8");
   // Log2 attention: 16 levels (P·V in two byte halves) and 8 levels (one GEMM).
   quant::FakeQuantViT fq_log2 = calibrated(small_config(), calib.labeled(), "w8a8-log2attn");
   quant::FakeQuantViT fq_log2_3 = calibrated(small_config(), calib.labeled(), "w8a8", 7, 3);
@@ -217,6 +219,7 @@ TEST_SUITE("engine") {
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::ShiftGelu>("iexp+shiftgelu",
                                                                                 f.fq);
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("w4a8", f.fq4);
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("w7a8", f.fq7);
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("log2 attention",
                                                                                 f.fq_log2);
     check_arch_matches_scalar<G, engine::softmax::Shiftmax, engine::act::TableGelu>(
@@ -369,9 +372,9 @@ TEST_SUITE("engine") {
                          ArgumentError);
   }
 
-  // The shipped model, w8a8, w4a8 and log2 attention (shipped_agreement above).
+  // The shipped model, w8a8, w7a8, w4a8 and log2 attention (shipped_agreement above).
   TEST_CASE("shipped model: engine top-1 within 0.3 points of the fake-quant simulation") {
-    for (const char* config : {"w8a8", "w4a8", "w8a8-log2attn"}) {
+    for (const char* config : {"w8a8", "w7a8", "w4a8", "w8a8-log2attn"}) {
       INFO(std::string(config));
       shipped_agreement(config);
     }

@@ -245,6 +245,62 @@ TEST_SUITE("kernels") {
     CHECK(same(want, got));
   }
 
+  // Weights with |b| <= 64 take vpmaddubsw without widening on AVX2 (2·255·64 = 32640 fits an
+  // int16 pair sum); at 65 one pair of 255·65 would saturate, so those must take another kernel.
+  // Both magnitudes, at the extremes of both operands, on every path.
+  TEST_CASE_TEMPLATE("gemm_int8: 7-bit weights at the vpmaddubsw saturation edge are exact", Tag,
+                     GEMM_TEST_TAGS) {
+    if (!Tag::available()) {
+      MESSAGE("path not available on this CPU: " << Tag::kName);
+      return;
+    }
+    std::mt19937 rng(7);
+    int cases = 0;
+    for (const Dims d : {Dims{2, 4, 16}, Dims{3, 5, 17}, Dims{8, 64, 48}, Dims{9, 771, 49},
+                         Dims{17, 4096, 33}, Dims{197, 192, 64}, Dims{1, 260, 40}}) {
+      CAPTURE(d.m);
+      CAPTURE(d.k);
+      CAPTURE(d.n);
+      const std::vector<std::int32_t> bias(static_cast<std::size_t>(d.n), 1000);
+      for (int mag : {64, 65}) {
+        CAPTURE(mag);
+        for (int pattern = 0; pattern < 4; ++pattern) {
+          CAPTURE(pattern);
+          std::uniform_int_distribution<int> w(-mag, mag);
+          Tensor<std::int8_t, 2> b({d.k, d.n});
+          for (Index i = 0; i < d.k; ++i)
+            for (Index j = 0; j < d.n; ++j) {
+              const int v = pattern == 0   ? w(rng)
+                            : pattern == 1 ? mag
+                            : pattern == 2 ? -mag
+                                           : ((i / 2 + j) % 2 ? mag : -mag);
+              b(i, j) = static_cast<std::int8_t>(v);
+            }
+          b(0, 0) =
+              static_cast<std::int8_t>(pattern == 2 ? -mag : mag);  // the magnitude is reached
+          CHECK(kn::PackedWeightsInt8(b.cview()).max_magnitude() == mag);
+          Tensor<std::uint8_t, 2> au({d.m, d.k}, 255), ar({d.m, d.k});
+          Tensor<std::int8_t, 2> ap({d.m, d.k}, 127), an({d.m, d.k}, -128), as({d.m, d.k});
+          fill(ar.view(), Fill::kRandom, rng);
+          fill(as.view(), Fill::kRandom, rng);
+          for (std::int32_t za : {0, 255, 77}) {
+            check_against_scalar<Tag, std::uint8_t, kn::RawInt32, std::int32_t>(au, za, b, {});
+            check_against_scalar<Tag, std::uint8_t, Int8Out, std::int8_t>(
+                ar, za, b,
+                Int8Out{{bias}, {kn::fixed_point_from_scale(0.003)}, {-3}, {-100, 90}, {}});
+          }
+          for (std::int32_t za : {0, -128, 127}) {
+            check_against_scalar<Tag, std::int8_t, kn::RawInt32, std::int32_t>(ap, za, b, {});
+            check_against_scalar<Tag, std::int8_t, kn::RawInt32, std::int32_t>(an, za, b, {});
+            check_against_scalar<Tag, std::int8_t, kn::RawInt32, std::int32_t>(as, za, b, {});
+          }
+          ++cases;
+        }
+      }
+    }
+    CHECK(cases == 56);
+  }
+
   TEST_CASE_TEMPLATE("gemm_int8: every output pipeline matches the reference", Tag,
                      GEMM_TEST_TAGS) {
     if (!Tag::available()) {

@@ -122,6 +122,10 @@ TEST_SUITE("quant") {
     const auto w4a8 = QuantConfig::named("w4a8");
     CHECK(w4a8.weight(WeightKind::kFc1, 3).scheme == SchemeSpec{SchemeKind::kSymmetric, 4});
     CHECK(w4a8.weight(WeightKind::kHead, -1).scheme.bits == 8);
+    const auto w7a8 = QuantConfig::named("w7a8");  // every weight at 7 bits, head included
+    for (WeightKind k :
+         {WeightKind::kPatchEmbed, WeightKind::kQkv, WeightKind::kFc2, WeightKind::kHead})
+      CHECK(w7a8.weight(k, 0).scheme == SchemeSpec{SchemeKind::kSymmetric, 7});
     CHECK(w4a8.activation(HookSite::kFc2Input, 0).scheme == SchemeSpec{SchemeKind::kAsymmetric, 8});
     CHECK(w4a8.activation(HookSite::kBlockInput, 0).ptf);
     CHECK(QuantConfig::named("w8a8-log2attn").activation(HookSite::kAttentionProbs, 2).scheme ==

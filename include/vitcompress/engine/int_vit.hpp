@@ -228,12 +228,11 @@ inline QuantWeight quantize_weight(const quant::FakeQuantViT& fq, quant::WeightK
   const auto& s = wp->spec;
   const bool per_row =
       s.granularity.kind == quant::GranularityKind::kChannel && s.granularity.axis == 0;
-  if (s.scheme.kind != quant::SchemeKind::kSymmetric ||
-      (s.scheme.bits != 8 && s.scheme.bits != 4) ||
+  if (s.scheme.kind != quant::SchemeKind::kSymmetric || s.scheme.bits < 4 || s.scheme.bits > 8 ||
       !(per_row || s.granularity.kind == quant::GranularityKind::kTensor))
     VITC_THROW(ArgumentError("IntViT: weight " + name +
-                             " must be symmetric 8-bit or 4-bit per output channel or per tensor "
-                             "(per-group scales are not in the engine)"));
+                             " must be symmetric with 4 to 8 bits, per output channel or per "
+                             "tensor (per-group scales are not in the engine)"));
   if (!wp->ready) VITC_THROW(ArgumentError("IntViT: weight " + name + " is not quantized"));
   const auto view = quant::FakeQuantViT::weight_view(fq.master_weights(), kind, block);
   QuantWeight q;

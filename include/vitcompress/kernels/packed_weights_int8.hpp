@@ -19,8 +19,9 @@
 //
 // Side data the arch paths need: column_sums()[n] = Σ_k B[k][n] (int32; zero for padded
 // columns), used to correct for the activation zero point and for the +128 shift of VNNI; and
-// panel_has_min(p), whether panel p contains the value −128, which the AVX2 path's sign-trick
-// kernel (M = 1) cannot take (see detail/gemm_int8_avx2.hpp).
+// max_magnitude() = max |B[k][n]|, which picks the AVX2 kernel: at most 64, vpmaddubsw's u8 × s8
+// pairs cannot saturate; at most 127, the sign trick is exact (see detail/gemm_int8_avx2.hpp).
+// panel_has_min(p) says whether panel p holds −128.
 //
 // Weights are symmetric (zero point 0); K may be at most kMaxDepth so that every int32
 // accumulation of (a − a_zero_point)·b is exact (|a − za| <= 255, |b| <= 128).
@@ -63,7 +64,7 @@ class PackedWeightsInt8 {
     w.n_ = n;
     w.data_ = Tensor<std::int8_t, 1>({w.panels() * w.panel_bytes()});
     w.col_sums_ = Tensor<std::int32_t, 1>({w.panels() * kPanel});
-    w.panel_min_.assign(static_cast<std::size_t>(w.panels()), 0);
+    w.panel_mag_.assign(static_cast<std::size_t>(w.panels()), 0);
     w.k_ = w.n_ = 0;
     return w;
   }
@@ -79,7 +80,7 @@ class PackedWeightsInt8 {
                             std::to_string(kMaxDepth)));
     const Index kg = (k + kKGroup - 1) / kKGroup, np = (n + kPanel - 1) / kPanel;
     if (np * kg * kGroupBytes > data_.size() || np * kPanel > col_sums_.size() ||
-        np > static_cast<Index>(panel_min_.size())) {
+        np > static_cast<Index>(panel_mag_.size())) {
       pack(b);
       return;
     }
@@ -109,7 +110,9 @@ class PackedWeightsInt8 {
   }
   // panels()·16 entries; Σ_k B[k][n] for n < N, 0 after.
   [[nodiscard]] const std::int32_t* column_sums() const noexcept { return col_sums_.data(); }
-  [[nodiscard]] bool panel_has_min(Index p) const noexcept { return panel_min_[p] != 0; }
+  [[nodiscard]] bool panel_has_min(Index p) const noexcept { return panel_mag_[p] == 128; }
+  // max |B[k][n]| over all of B (0 for an empty B).
+  [[nodiscard]] std::int32_t max_magnitude() const noexcept { return max_mag_; }
   // B[k][n] read back from the packed layout (0 <= k < K, 0 <= n < N).
   [[nodiscard]] std::int8_t at(Index k, Index n) const noexcept {
     VITC_DCHECK(k >= 0 && k < k_ && n >= 0 && n < n_);
@@ -128,12 +131,25 @@ class PackedWeightsInt8 {
                             " of B exceeds " + std::to_string(kMaxDepth)));
     data_ = Tensor<std::int8_t, 1>({panels() * panel_bytes()});
     col_sums_ = Tensor<std::int32_t, 1>({panels() * kPanel});
-    panel_min_.assign(static_cast<std::size_t>(panels()), 0);
+    panel_mag_.assign(static_cast<std::size_t>(panels()), 0);
     fill(b);
   }
 
-  // Writes B into the storage sized for its (k_, n_), whose padding is already zero.
+  // Writes B into the storage sized for its (k_, n_), whose padding is already zero, and records
+  // each panel's largest magnitude.
   void fill(TensorView<const std::int8_t, 2> b) noexcept {
+    fill_panels(b);
+    max_mag_ = 0;
+    for (Index p = 0; p < panels(); ++p)
+      max_mag_ = std::max<std::int32_t>(max_mag_, panel_mag_[static_cast<std::size_t>(p)]);
+  }
+
+  // |v| of the extremes of a panel, as a byte (128 for −128).
+  static std::uint8_t magnitude(std::int8_t low, std::int8_t high) noexcept {
+    return static_cast<std::uint8_t>(std::max(-static_cast<int>(low), static_cast<int>(high)));
+  }
+
+  void fill_panels(TensorView<const std::int8_t, 2> b) noexcept {
     const std::int8_t* src = b.data();
     const Index s0 = b.stride(0), s1 = b.stride(1);
     std::int8_t* dst = data_.data();
@@ -151,21 +167,23 @@ class PackedWeightsInt8 {
           std::int8_t* g = pd + kk * kPanel;
           for (Index c = 0; c < c_end; ++c) std::memcpy(g + c * kKGroup, first + c * s1 + kk, 4);
         }
-        std::int8_t low = 0;
+        std::int8_t low = 0, high = 0;
         for (Index c = 0; c < c_end; ++c) {
           const std::int8_t* col = first + c * s1;
           for (Index kk = kfull; kk < k; ++kk)
             pd[kfull * kPanel + c * kKGroup + (kk - kfull)] = col[kk];
           std::int32_t sum = 0;
-          std::int8_t mn = 0;
+          std::int8_t mn = 0, mx = 0;
           for (Index kk = 0; kk < k; ++kk) {
             sum += col[kk];
             mn = std::min(mn, col[kk]);
+            mx = std::max(mx, col[kk]);
           }
           sums[p * kPanel + c] = sum;
           low = std::min(low, mn);
+          high = std::max(high, mx);
         }
-        panel_min_[static_cast<std::size_t>(p)] = low == -128 ? 1 : 0;
+        panel_mag_[static_cast<std::size_t>(p)] = magnitude(low, high);
       }
       return;
     }
@@ -176,7 +194,7 @@ class PackedWeightsInt8 {
         std::int8_t* pd = dst + p * pb;
         const Index c_end = std::min(kPanel, n_all - p * kPanel);
         std::int32_t sum[kPanel] = {};
-        std::int8_t mn[kPanel] = {};
+        std::int8_t mn[kPanel] = {}, mx[kPanel] = {};
         const std::int8_t* first = src + p * kPanel;
         const std::int8_t zeros[kPanel] = {};
         for (Index kk = 0; kk < k; kk += kKGroup) {
@@ -191,6 +209,7 @@ class PackedWeightsInt8 {
                          std::uint32_t{static_cast<std::uint8_t>(r[3][c])} << 24;
               sum[c] += r[0][c] + r[1][c] + r[2][c] + r[3][c];
               mn[c] = std::min({mn[c], r[0][c], r[1][c], r[2][c], r[3][c]});
+              mx[c] = std::max({mx[c], r[0][c], r[1][c], r[2][c], r[3][c]});
             }
             std::memcpy(pd + (kk / kKGroup) * kGroupBytes, lanes, sizeof lanes);
           } else {
@@ -199,22 +218,24 @@ class PackedWeightsInt8 {
                 pd[(kk / kKGroup) * kGroupBytes + c * kKGroup + j] = r[j][c];
                 sum[c] += r[j][c];
                 mn[c] = std::min(mn[c], r[j][c]);
+                mx[c] = std::max(mx[c], r[j][c]);
               }
           }
         }
-        std::int8_t low = 0;
+        std::int8_t low = 0, high = 0;
         for (Index c = 0; c < c_end; ++c) {
           sums[p * kPanel + c] = sum[c];
           low = std::min(low, mn[c]);
+          high = std::max(high, mx[c]);
         }
-        panel_min_[static_cast<std::size_t>(p)] = low == -128 ? 1 : 0;
+        panel_mag_[static_cast<std::size_t>(p)] = magnitude(low, high);
       }
       return;
     }
     for (Index p = 0; p < panels(); ++p) {
       std::int8_t* pd = dst + p * pb;
       const Index c_end = std::min(kPanel, n_all - p * kPanel);
-      bool has_min = false;
+      std::int8_t low = 0, high = 0;
       for (Index c = 0; c < c_end; ++c) {
         const Index n = p * kPanel + c;
         const std::int8_t* col = src + n * s1;
@@ -223,18 +244,20 @@ class PackedWeightsInt8 {
           const std::int8_t v = col[kk * s0];
           pd[(kk / kKGroup) * kGroupBytes + c * kKGroup + (kk % kKGroup)] = v;
           sum += v;
-          has_min |= v == -128;
+          low = std::min(low, v);
+          high = std::max(high, v);
         }
         sums[n] = sum;
       }
-      panel_min_[static_cast<std::size_t>(p)] = has_min ? 1 : 0;
+      panel_mag_[static_cast<std::size_t>(p)] = magnitude(low, high);
     }
   }
 
   Index k_ = 0, n_ = 0;
   Tensor<std::int8_t, 1> data_;
   Tensor<std::int32_t, 1> col_sums_;
-  std::vector<std::uint8_t> panel_min_;
+  std::vector<std::uint8_t> panel_mag_;  // max |B| per panel
+  std::int32_t max_mag_ = 0;
 };
 
 }  // namespace vitc::kernels

@@ -13,7 +13,9 @@
 //
 // Named configurations (QuantConfig::named). "aN" is N-bit activations at every GEMM input. The
 // patch embedding and the head stay 8-bit in every integer configuration, as is usual (PackQViT
-// keeps its head at 8 bits). Per point:
+// keeps its head at 8 bits), except in w7a8: w8a8 with every weight at 7 bits (codes in
+// [−63, 63]), the operands for which the AVX2 int8 GEMM needs no widening (vpmaddubsw's pair sums
+// cannot saturate; kernels/detail/gemm_int8_avx2.hpp). Per point:
 //
 // clang-format off
 //   point                               fp16  w8a8        w8a8-log2attn  w4a8         w4a8-log2attn  w4a4
@@ -184,7 +186,7 @@ struct QuantConfig {
   }
 
   [[nodiscard]] static std::vector<std::string> names() {
-    return {"fp16", "w8a8", "w8a8-log2attn", "w4a8", "w4a8-log2attn", "w4a4"};
+    return {"fp16", "w8a8", "w7a8", "w8a8-log2attn", "w4a8", "w4a8-log2attn", "w4a4"};
   }
   // A named configuration (see the table above); ArgumentError listing the names otherwise.
   [[nodiscard]] static QuantConfig named(const std::string& name);
@@ -313,6 +315,8 @@ inline QuantConfig QuantConfig::named(const std::string& name) {
   int attention_bits = 8;
   if (name == "w8a8") {
     wbits = 8, abits = 8;
+  } else if (name == "w7a8") {
+    wbits = 7, abits = 8;
   } else if (name == "w8a8-log2attn") {
     wbits = 8, abits = 8, attention = K::kLog2, attention_bits = 4;
   } else if (name == "w4a8") {
@@ -330,8 +334,10 @@ inline QuantConfig QuantConfig::named(const std::string& name) {
   const ObserverKind aobs = abits < 8 ? ObserverKind::kMse : ObserverKind::kMinMax;
   for (WeightKind k : {WeightKind::kQkv, WeightKind::kProj, WeightKind::kFc1, WeightKind::kFc2})
     wt(k) = make_spec(K::kSymmetric, wbits, kPerOutChannel, wobs);
-  wt(WeightKind::kPatchEmbed) = make_spec(K::kSymmetric, 8, kPerOutChannel);
-  wt(WeightKind::kHead) = make_spec(K::kSymmetric, 8, kPerOutChannel);
+  const int edge_bits = wbits == 7 ? 7 : 8;  // patch embedding and head
+  const ObserverKind edge_obs = edge_bits < 8 ? ObserverKind::kMse : ObserverKind::kMinMax;
+  wt(WeightKind::kPatchEmbed) = make_spec(K::kSymmetric, edge_bits, kPerOutChannel, edge_obs);
+  wt(WeightKind::kHead) = make_spec(K::kSymmetric, edge_bits, kPerOutChannel, edge_obs);
   act(HookSite::kPatchInput) = make_spec(K::kAsymmetric, 8, kPerTensor);
   act(HookSite::kHeadInput) = make_spec(K::kAsymmetric, 8, kPerTensor);
   for (HookSite s : {HookSite::kQkvInput, HookSite::kFc1Input, HookSite::kProjInput,

@@ -1,15 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// int8 GEMM, AVX2 path. Both kernels are exact for every operand; neither lets vpmaddubsw
-// saturate (its u8 × s8 pair sums clamp to int16: the classic bug).
+// int8 GEMM, AVX2 path. Every kernel is exact for the operands it is given; none lets vpmaddubsw
+// saturate (its u8 × s8 pair sums clamp to int16: the classic bug). Which one runs depends on
+// B's largest magnitude, recorded when B is packed:
 //
-// M >= 2: operands widened to int16 and multiplied with vpmaddwd. A is packed once per call as
-// int16 a − a_zero_point (in [−255, 255]); B's 4-deep column groups are sign-extended as they
-// are loaded (vpmovsxbw), once per two rows. vpmaddwd multiplies int16 pairs into int32 lanes:
+// |b| <= 64 (weights of at most 7 bits), M >= 2: vpmaddubsw on u8 activations and B as packed.
+// Each pair sum is at most 2·255·64 = 32640 < 2^15, so vpmaddubsw + vpmaddwd(1) is exact with no
+// widening: about twice the multiply-adds per instruction of the int16 kernel below. This is
+// the fast path oneDNN takes on AVX2 for any weights (its documentation asks for 7-bit weights;
+// with 8-bit ones its u8 × s8 results saturate).
+//
+// Otherwise, M >= 2: operands widened to int16 and multiplied with vpmaddwd. A is packed once per
+// call as int16 a − a_zero_point (in [−255, 255]); B's 4-deep column groups are sign-extended as
+// they are loaded (vpmovsxbw), once per two rows. vpmaddwd multiplies int16 pairs into int32 lanes:
 // no saturation, no zero-point correction, −128 weights included. Accumulator lanes hold
 // (column, k-pair) partial sums, folded by vphaddd at the end.
 //
 // M = 1: the sign trick with vpmaddubsw (below), for weights without −128.
+// Anything else (M = 1 with −128 weights) takes the widening kernel.
 //
 // Why two: vpmaddwd does as many multiply-adds per multiply instruction (16) as vpmaddubsw +
 // vpmaddwd (32 per 2), and the exact vpmaddubsw route also needs a vpsignb per product and a
@@ -38,9 +46,6 @@ VITC_TARGET_AVX2 inline void avx2_store_first(std::int32_t* dst, __m256i v, Inde
   else if (left > 0)
     _mm256_maskstore_epi32(dst, avx2_tail_mask(left), v);
 }
-
-using Avx2TileFn = void (*)(const std::int16_t*, Index, const std::int8_t*, Index, Index,
-                            std::int32_t*, Index, Index);
 
 // MR rows × NV panels of 16 columns; 4·MR·NV accumulators (<= 12 of the 16 ymm registers).
 template <int MR, int NV>
@@ -81,6 +86,42 @@ VITC_TARGET_AVX2 void gemm_s16s8_tile_avx2(const std::int16_t* a, Index lda, con
       avx2_store_first(out, lo, ncols - 16 * v);
       avx2_store_first(out + 8, hi, ncols - 16 * v - 8);
     }
+}
+
+// Largest |b| for which vpmaddubsw's pairs of u8 × s8 products cannot saturate (2·255·64 < 2^15).
+inline constexpr std::int32_t kMaddubsExactMagnitude = 64;
+
+// MR rows × one panel of 16 columns for weights with |b| <= kMaddubsExactMagnitude; A is uint8
+// (int8 activations shifted by +128), corrected by colcorr. Lanes are columns: no fold.
+template <int MR>
+VITC_TARGET_AVX2 void gemm_u8s8_tile_avx2(const std::uint8_t* a, Index lda, const std::int8_t* b,
+                                          Index kgroups, const std::int32_t* colcorr,
+                                          std::int32_t* dst, Index ldd, Index ncols) noexcept {
+  __m256i acc[MR][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (Index g = 0; g < kgroups; ++g) {
+    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + g * 64));
+    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + g * 64 + 32));
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      std::int32_t a4;
+      std::memcpy(&a4, a + r * lda + g * 4, 4);
+      const __m256i av = _mm256_set1_epi32(a4);
+      acc[r][0] =
+          _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones));
+      acc[r][1] =
+          _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones));
+    }
+  }
+  const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colcorr));
+  const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colcorr + 8));
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    avx2_store_first(dst + r * ldd, _mm256_add_epi32(acc[r][0], c0), ncols);
+    avx2_store_first(dst + r * ldd + 8, _mm256_add_epi32(acc[r][1], c1), ncols - 8);
+  }
 }
 
 using Avx2SignFn = void (*)(const std::int8_t*, const std::int8_t*, Index, Index,
@@ -145,7 +186,7 @@ VITC_TARGET_AVX2 void gemm_int8_avx2_row_panels(const GemmInt8Problem<AT, OutT>&
 }
 
 // M = 1 through the sign-trick kernel: A packed as int8 (uint8 as a − 128, XOR 0x80), corrected by
-// −offset·colsum. Only for weights without −128 (the caller checks panel_has_min).
+// −offset·colsum. Only for weights without −128 (the caller checks max_magnitude).
 template <class AT, class OutT, class Pipeline, class Policy>
 void gemm_int8_avx2_row(const GemmInt8Problem<AT, OutT>& p, const Pipeline& pipeline,
                         Policy& policy) {
@@ -179,30 +220,24 @@ void pack_activations_s16(const GemmInt8Problem<AT, OutT>& p, std::int16_t* dst,
   }
 }
 
-// Panels [p0, p1) one at a time; rows in blocks of kAvx2RowBlock, each computed by 2-row tiles
-// into one buffer so that the output pipeline prepares its per-column constants once per block.
+// Panels [p0, p1) one at a time; rows in blocks of kAvx2RowBlock, computed by
+// block_rows(m0, rows, panel, out, ldo, ncols) into one buffer so that the output pipeline
+// prepares its per-column constants once per block.
 inline constexpr Index kAvx2RowBlock = 8;
 
-template <class AT, class OutT, class Pipeline>
+template <class AT, class OutT, class Pipeline, class BlockRows>
 VITC_TARGET_AVX2 void gemm_int8_avx2_panels(const GemmInt8Problem<AT, OutT>& p,
-                                            const Pipeline& pipeline, const std::int16_t* a,
-                                            Index lda, Index p0, Index p1) noexcept {
+                                            const Pipeline& pipeline, Index p0, Index p1,
+                                            const BlockRows& block_rows) noexcept {
   constexpr bool kDirect = std::is_same_v<Pipeline, RawInt32> && std::is_same_v<OutT, std::int32_t>;
   alignas(64) std::int32_t tile[kAvx2RowBlock * 16];
-  const PackedWeightsInt8& b = *p.b;
-  const Index kg = b.kgroups(), pb = b.panel_bytes();
   for (Index q = p0; q < p1; ++q) {
     const Index n0 = q * 16, ncols = std::min<Index>(16, p.n - n0);
     for (Index m0 = 0; m0 < p.m; m0 += kAvx2RowBlock) {
       const Index rows = std::min(kAvx2RowBlock, p.m - m0);
       std::int32_t* out =
           kDirect ? reinterpret_cast<std::int32_t*>(p.c) + m0 * p.c_row_stride + n0 : tile;
-      const Index ldo = kDirect ? p.c_row_stride : 16;
-      for (Index r = 0; r < rows; r += 2) {
-        const Avx2TileFn fn =
-            rows - r >= 2 ? &gemm_s16s8_tile_avx2<2, 1> : &gemm_s16s8_tile_avx2<1, 1>;
-        fn(a + (m0 + r) * lda, lda, b.panel(q), pb, kg, out + r * ldo, ldo, ncols);
-      }
+      block_rows(m0, rows, q, out, kDirect ? p.c_row_stride : 16, ncols);
       if constexpr (!kDirect)
         apply_pipeline_tile_256(pipeline, tile, 16, rows, n0, ncols, p.c + m0 * p.c_row_stride + n0,
                                 p.c_row_stride);
@@ -210,23 +245,64 @@ VITC_TARGET_AVX2 void gemm_int8_avx2_panels(const GemmInt8Problem<AT, OutT>& p,
   }
 }
 
+// M >= 2, any weights: A widened to int16, 2-row tiles.
+template <class AT, class OutT, class Pipeline, class Policy>
+void gemm_int8_avx2_widened(const GemmInt8Problem<AT, OutT>& p, const Pipeline& pipeline,
+                            Policy& policy) {
+  const Index lda = p.b->kgroups() * 4, kg = p.b->kgroups(), pb = p.b->panel_bytes();
+  auto abuf = scratch_in<std::int16_t>(p.ws, 0, p.m * lda);
+  pack_activations_s16(p, abuf.get(), lda);
+  const std::int16_t* a = abuf.get();
+  const PackedWeightsInt8& b = *p.b;
+  const auto block_rows = [&](Index m0, Index rows, Index q, std::int32_t* out, Index ldo,
+                              Index ncols) {
+    for (Index r = 0; r < rows; r += 2) {
+      const auto fn = rows - r >= 2 ? &gemm_s16s8_tile_avx2<2, 1> : &gemm_s16s8_tile_avx2<1, 1>;
+      fn(a + (m0 + r) * lda, lda, b.panel(q), pb, kg, out + r * ldo, ldo, ncols);
+    }
+  };
+  policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
+    gemm_int8_avx2_panels(p, pipeline, p0, p1, block_rows);
+  });
+}
+
+// M >= 2, |b| <= kMaddubsExactMagnitude: A as uint8 (int8 shifted by +128), 4-row tiles.
+template <class AT, class OutT, class Pipeline, class Policy>
+void gemm_int8_avx2_maddubs(const GemmInt8Problem<AT, OutT>& p, const Pipeline& pipeline,
+                            Policy& policy) {
+  constexpr bool kUnsigned = std::is_same_v<AT, std::uint8_t>;
+  const Index lda = p.b->kgroups() * 4, kg = p.b->kgroups();
+  auto abuf = scratch_in<std::uint8_t>(p.ws, 0, p.m * lda);
+  pack_activations(p, abuf.get(), lda, kUnsigned ? 0x00 : 0x80);
+  auto colcorr = column_corrections(*p.b, p.a_zero_point + (kUnsigned ? 0 : 128), p.ws);
+  const std::uint8_t* a = abuf.get();
+  const std::int32_t* cc = colcorr.get();
+  const PackedWeightsInt8& b = *p.b;
+  using TileFn = void (*)(const std::uint8_t*, Index, const std::int8_t*, Index,
+                          const std::int32_t*, std::int32_t*, Index, Index);
+  constexpr TileFn kTiles[4] = {&gemm_u8s8_tile_avx2<1>, &gemm_u8s8_tile_avx2<2>,
+                                &gemm_u8s8_tile_avx2<3>, &gemm_u8s8_tile_avx2<4>};
+  const auto block_rows = [&](Index m0, Index rows, Index q, std::int32_t* out, Index ldo,
+                              Index ncols) {
+    for (Index r = 0; r < rows; r += 3)
+      kTiles[std::min<Index>(3, rows - r) - 1](a + (m0 + r) * lda, lda, b.panel(q), kg, cc + q * 16,
+                                               out + r * ldo, ldo, ncols);
+  };
+  policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
+    gemm_int8_avx2_panels(p, pipeline, p0, p1, block_rows);
+  });
+}
+
 template <class AT, class OutT, class Pipeline, class Policy>
 void gemm_int8_run(arch::Avx2, const GemmInt8Problem<AT, OutT>& p, const Pipeline& pipeline,
                    Policy& policy) {
-  if (p.m == 1) {
-    bool has_min = false;
-    for (Index q = 0; q < p.b->panels(); ++q) has_min |= p.b->panel_has_min(q);
-    if (!has_min) {
-      gemm_int8_avx2_row(p, pipeline, policy);
-      return;
-    }
-  }
-  const Index lda = p.b->kgroups() * 4;
-  auto abuf = scratch_in<std::int16_t>(p.ws, 0, p.m * lda);
-  pack_activations_s16(p, abuf.get(), lda);
-  policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
-    gemm_int8_avx2_panels(p, pipeline, abuf.get(), lda, p0, p1);
-  });
+  const std::int32_t magnitude = p.b->max_magnitude();
+  if (p.m == 1 && magnitude <= 127)
+    gemm_int8_avx2_row(p, pipeline, policy);
+  else if (magnitude <= kMaddubsExactMagnitude)
+    gemm_int8_avx2_maddubs(p, pipeline, policy);
+  else
+    gemm_int8_avx2_widened(p, pipeline, policy);
 }
 
 }  // namespace vitc::kernels::detail
