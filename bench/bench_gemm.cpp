@@ -2,7 +2,8 @@
 // int8 and 4-bit GEMM benchmarks on DeiT shapes: ours (ref, xsimd, avx2, vnni; avx2_w7 with
 // 7-bit weights in [−63, 63]; int4_vnni,
 // int4_avx2, int4_xsimd per-channel 4-bit; int4g64_vnni per-group G = 64, float out) against Eigen
-// fp32 and, when found, oneDNN u8×s8→s32 and fp32 matmul. Names:
+// fp32 and, when found, oneDNN u8×s8→s32 (with an `inexact` counter: the share of its outputs
+// that differ from the exact sums) and fp32 matmul. Names:
 // gemm/<impl>/<M>x<K>x<N>/threads:<t>; each reports GOPS (1 multiply-add = 2 ops, counted in 10^9
 // per second). Weights are packed (ours, oneDNN's reorder) outside the timed loop. peak/vpdpbusd
 // and peak/fma_f32 (AVX-512), peak/avx2_maddubs, peak/avx2_madd and peak/fma_f32_avx2 (AVX2)
@@ -14,6 +15,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -223,6 +225,24 @@ void bench_onednn(benchmark::State& state, Shape s, int threads, bool int8) {
   dnnl::matmul mm(pd);
   const std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}};
+  if (int8) {
+    // Outside the timed loop: the share of C elements (first rows) that differ from the exact
+    // u8 × s8 sums. Without VNNI, oneDNN's kernel lets vpmaddubsw's int16 pair sums saturate.
+    mm.execute(strm, args);
+    strm.wait();
+    const auto* pa = static_cast<const std::uint8_t*>(a_mem.get_data_handle());
+    const auto* pb = static_cast<const std::int8_t*>(b_plain.get_data_handle());
+    const auto* pc = static_cast<const std::int32_t*>(c_mem.get_data_handle());
+    const Index rows = std::min<Index>(s.m, 8);
+    Index wrong = 0;
+    for (Index i = 0; i < rows; ++i)
+      for (Index j = 0; j < s.n; ++j) {
+        std::int64_t exact = 0;
+        for (Index k = 0; k < s.k; ++k) exact += std::int64_t{pa[i * s.k + k]} * pb[k * s.n + j];
+        wrong += exact != pc[i * s.n + j] ? 1 : 0;
+      }
+    state.counters["inexact"] = static_cast<double>(wrong) / static_cast<double>(rows * s.n);
+  }
   for (auto _ : state) {
     mm.execute(strm, args);
     strm.wait();

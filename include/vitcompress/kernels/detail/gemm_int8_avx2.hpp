@@ -48,6 +48,8 @@ VITC_TARGET_AVX2 inline void avx2_store_first(std::int32_t* dst, __m256i v, Inde
 }
 
 // MR rows × NV panels of 16 columns; 4·MR·NV accumulators (<= 12 of the 16 ymm registers).
+// (Only NV = 1 is used. Rewritten for one panel, GCC 12 spilled an accumulator to the stack in
+// the k loop, a store-to-load round trip per step; this form compiles to a spill-free loop.)
 template <int MR, int NV>
 VITC_TARGET_AVX2 void gemm_s16s8_tile_avx2(const std::int16_t* a, Index lda, const std::int8_t* b,
                                            Index panel_bytes, Index kgroups, std::int32_t* dst,
