@@ -298,8 +298,9 @@ class IntViT {
     allocate();
     // The GELU table lookup searches the table's steps (detail/step_table.hpp) on AVX-512 on the
     // Avx512Vnni path, and on the Auto path when the CPU has it; exact either way (the step
-    // form is checked against every table entry when it is built). The input quantization has
-    // AVX-512 and AVX2 paths, chosen the same way (tests/engine/test_quantize_input.cpp).
+    // form is checked against every table entry when it is built). The input quantization and the
+    // residual rescaling have AVX-512 and AVX2 paths, chosen the same way
+    // (tests/engine/test_quantize_input.cpp, test_rescale_row.cpp).
     if constexpr (std::is_same_v<Arch, kernels::arch::Avx512Vnni>)
       avx512_ = true;
     else if constexpr (std::is_same_v<Arch, kernels::arch::Avx2>)
@@ -723,12 +724,16 @@ class IntViT {
     });
   }
 
-  // detail::rescale_row, on AVX-512 when this path has it (the same integers).
+  // detail::rescale_row, on AVX-512 or AVX2 when this path has it (the same integers).
   void rescale_row(const detail::Rescale& r, const std::int32_t* acc, const std::int16_t* x,
                    const std::int64_t* extra, std::int16_t* out, Index n) const noexcept {
 #if VITC_HAVE_X86_TARGET_KERNELS
     if (avx512_) {
       detail::rescale_row_avx512(r, acc, x, extra, out, n);
+      return;
+    }
+    if (avx2_) {
+      detail::rescale_row_avx2(r, acc, x, extra, out, n);
       return;
     }
 #endif
@@ -921,6 +926,9 @@ class IntViT {
         linear(b.wfc1, TensorView<const std::int8_t, 2>(ln2), b.ln2_zp, pipe, h16, pol);
         const std::int8_t* table = b.gelu_table.data() + 32768;
         pol.parallel_for(mr, 4, [&](ParallelIndex r0, ParallelIndex r1) {
+          // Locals: the int8 stores below could alias anything the closure refers to.
+          const std::int8_t* const tab = table;
+          const Index hidden = b.hidden;
           for (Index r = r0; r < r1; ++r) {
             const std::int16_t* in = h16.data() + r * h16.stride(0);
             std::int8_t* out = fc2_in.data() + r * fc2_in.stride(0);
@@ -931,7 +939,7 @@ class IntViT {
               detail::table_lookup_avx512(table, in, out, b.hidden);
             else
 #endif
-              for (Index c = 0; c < b.hidden; ++c) out[c] = table[in[c]];
+              for (Index c = 0; c < hidden; ++c) out[c] = tab[in[c]];
           }
         });
       } else {
@@ -969,7 +977,7 @@ class IntViT {
   ThreadPool* pool_ = nullptr;
   int attn_threads_ = 1;
   bool avx512_ = false;
-  bool avx2_ = false;  // the input quantization's AVX2 path (avx512_ takes precedence)
+  bool avx2_ = false;  // AVX2 input quantization and rescaling (avx512_ takes precedence)
 
   detail::AsymPoint patch_in_;
   detail::LinearWeights patch_w_;

@@ -49,7 +49,17 @@ struct Rescale {
   std::vector<std::int64_t> a1, a2, k;
   std::vector<std::int32_t> e;
   std::int32_t lo = 0, hi = 0;
+  // Every a1, a2 in [0, 2^31) and [lo, hi] within int16: what the AVX2 path needs (it multiplies
+  // 32-bit factors and narrows with saturation). make_rescale's ratios give it unless a scale
+  // ratio exceeds 2^29.
+  bool avx2_exact = false;
 };
+
+[[nodiscard]] inline bool rescale_avx2_exact(const Rescale& r) noexcept {
+  const auto fits = [](std::int64_t v) { return v >= 0 && v <= INT32_MAX; };
+  return std::all_of(r.a1.begin(), r.a1.end(), fits) &&
+         std::all_of(r.a2.begin(), r.a2.end(), fits) && r.lo >= INT16_MIN && r.hi <= INT16_MAX;
+}
 
 // One channel's fixed-point constants for the ratios r1 = acc_scale/S, r2 = in_scale/S (0 if
 // absent) and the real bias b/S.
@@ -84,13 +94,16 @@ struct Rescale {
     r.k[c] = static_cast<std::int64_t>(std::clamp(std::nearbyint(kb), -0x1p61, 0x1p61));
     r.e[c] = e;
   }
+  r.avx2_exact = rescale_avx2_exact(r);
   return r;
 }
 
 // out[c] = clamp(round((acc[c]·a1 + x[c]·a2 + k) / 2^e)) for one row, or with extra[c] in place
-// of the x term; x and extra may be null (x may equal out).
+// of the x term; x and extra may be null (x may equal out). Channels c0..n−1 (the SIMD paths'
+// tails), every pointer indexed from channel 0.
 inline void rescale_row(const Rescale& r, const std::int32_t* acc, const std::int16_t* x,
-                        const std::int64_t* extra, std::int16_t* out, Index n) noexcept {
+                        const std::int64_t* extra, std::int16_t* out, Index n,
+                        Index c0 = 0) noexcept {
   const std::int64_t* a1 = r.a1.data();
   const std::int64_t* a2 = r.a2.data();
   const std::int64_t* k = r.k.data();
@@ -101,12 +114,12 @@ inline void rescale_row(const Rescale& r, const std::int32_t* acc, const std::in
     out[c] = static_cast<std::int16_t>(std::clamp(v, lo, hi));
   };
   if (x != nullptr) {
-    for (Index c = 0; c < n; ++c)
+    for (Index c = c0; c < n; ++c)
       finish(c, std::int64_t{acc[c]} * a1[c] + std::int64_t{x[c]} * a2[c] + k[c]);
   } else if (extra != nullptr) {
-    for (Index c = 0; c < n; ++c) finish(c, std::int64_t{acc[c]} * a1[c] + k[c] + extra[c]);
+    for (Index c = c0; c < n; ++c) finish(c, std::int64_t{acc[c]} * a1[c] + k[c] + extra[c]);
   } else {
-    for (Index c = 0; c < n; ++c) finish(c, std::int64_t{acc[c]} * a1[c] + k[c]);
+    for (Index c = c0; c < n; ++c) finish(c, std::int64_t{acc[c]} * a1[c] + k[c]);
   }
 }
 
@@ -143,9 +156,57 @@ VITC_TARGET_AVX512VNNI inline void rescale_row_avx512(const Rescale& r, const st
     v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm512_cvtepi64_epi16(v));
   }
-  if (c < n)
-    rescale_row(r, acc + c, x != nullptr ? x + c : nullptr, extra != nullptr ? extra + c : nullptr,
-                out + c, n - c);
+  rescale_row(r, acc, x, extra, out, n, c);
+}
+
+// rescale_row on AVX2, 4 channels per ymm of 64-bit lanes. AVX2 has no 64-bit multiply,
+// arithmetic shift or min/max: vpmuldq multiplies the low 32 bits of each lane (exact when
+// r.avx2_exact), the shift of t runs on t ^ s with s its sign mask (⌊t / 2^e⌋ for either sign),
+// and the clamps compare and blend. The same integers as the scalar formula.
+VITC_TARGET_AVX2 inline __m256i load4_i64(const std::int64_t* p) noexcept {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// Channels c..c+3 (c relative to the pointers) as int32, already within [lo, hi].
+VITC_TARGET_AVX2 inline __m128i rescale4_avx2(const Rescale& r, const std::int32_t* acc,
+                                              const std::int16_t* x, const std::int64_t* extra,
+                                              Index c) noexcept {
+  const __m256i one = _mm256_set1_epi64x(1);
+  const __m256i av =
+      _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(acc + c)));
+  __m256i num =
+      _mm256_add_epi64(_mm256_mul_epi32(av, load4_i64(r.a1.data() + c)), load4_i64(r.k.data() + c));
+  if (x != nullptr) {
+    const __m256i xv =
+        _mm256_cvtepi16_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x + c)));
+    num = _mm256_add_epi64(num, _mm256_mul_epi32(xv, load4_i64(r.a2.data() + c)));
+  } else if (extra != nullptr) {
+    num = _mm256_add_epi64(num, load4_i64(extra + c));
+  }
+  const __m256i ev =
+      _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r.e.data() + c)));
+  const __m256i t = _mm256_add_epi64(num, _mm256_sllv_epi64(one, _mm256_sub_epi64(ev, one)));
+  const __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), t);
+  __m256i v = _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(t, sign), ev), sign);
+  const __m256i lo = _mm256_set1_epi64x(r.lo), hi = _mm256_set1_epi64x(r.hi);
+  v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
+  v = _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+  const __m256i low_dwords = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+  return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, low_dwords));
+}
+
+VITC_TARGET_AVX2 inline void rescale_row_avx2(const Rescale& r, const std::int32_t* acc,
+                                              const std::int16_t* x, const std::int64_t* extra,
+                                              std::int16_t* out, Index n) noexcept {
+  Index c = 0;
+  if (r.avx2_exact) {
+    for (; c + 8 <= n; c += 8) {  // both halves are read before out (which may be x) is written
+      const __m128i first = rescale4_avx2(r, acc, x, extra, c);
+      const __m128i second = rescale4_avx2(r, acc, x, extra, c + 4);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm_packs_epi32(first, second));
+    }
+  }
+  rescale_row(r, acc, x, extra, out, n, c);
 }
 
 // out[j] = clamp(nearbyint(src[j] / scale) + zero_point, 0, 255) for j < n, each operation on
