@@ -37,6 +37,15 @@ model::ViTConfig small_config() {
   return c;
 }
 
+// An embedding width that is not a multiple of any SIMD width (as after pruning it with
+// --round 1): every per-channel loop of the engine runs its tail.
+model::ViTConfig odd_width_config() {
+  model::ViTConfig c = small_config();
+  c.embed_dim = 29;
+  c.blocks = {model::BlockConfig{2, 8, 8, 40}};
+  return c;
+}
+
 // Smooth random images (a few blobs each) with labels, so that activations look like images'.
 struct RandomImages {
   Tensor<std::uint8_t, 3> images;
@@ -130,6 +139,7 @@ struct Fixture {
   quant::FakeQuantViT fq4 = calibrated(small_config(), calib.labeled(), "w4a8");
   // 7-bit weights: on AVX2 every linear layer takes the vpmaddubsw kernel without widening.
   quant::FakeQuantViT fq7 = calibrated(small_config(), calib.labeled(), "w7a8");
+  quant::FakeQuantViT fq_odd = calibrated(odd_width_config(), calib.labeled());
   // Log2 attention: 16 levels (P·V in two byte halves) and 8 levels (one GEMM).
   quant::FakeQuantViT fq_log2 = calibrated(small_config(), calib.labeled(), "w8a8-log2attn");
   quant::FakeQuantViT fq_log2_3 = calibrated(small_config(), calib.labeled(), "w8a8", 7, 3);
@@ -151,7 +161,7 @@ void check_arch_matches_scalar(const char* what, const quant::FakeQuantViT& fq) 
   engine::IntViT<engine::gemm::Int8<arch::Scalar>, Softmax, engine::norm::IntLayerNorm, Gelu> ref(
       fq, 48);
   engine::IntViT<Gemm, Softmax, engine::norm::IntLayerNorm, Gelu> eng(fq, 48);
-  INFO(what, " arch ", Arch::kName);
+  INFO(std::string(what), " arch ", std::string(Arch::kName));
   CHECK(bit_identical(run(ref, f.x), run(eng, f.x)));
 }
 
@@ -220,6 +230,8 @@ TEST_SUITE("engine") {
                                                                                 f.fq);
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("w4a8", f.fq4);
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("w7a8", f.fq7);
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("width 29",
+                                                                                f.fq_odd);
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("log2 attention",
                                                                                 f.fq_log2);
     check_arch_matches_scalar<G, engine::softmax::Shiftmax, engine::act::TableGelu>(
