@@ -6,9 +6,10 @@
 //
 // |b| <= 64 (weights of at most 7 bits), M >= 2: vpmaddubsw on u8 activations and B as packed.
 // Each pair sum is at most 2·255·64 = 32640 < 2^15, so vpmaddubsw + vpmaddwd(1) is exact with no
-// widening: about twice the multiply-adds per instruction of the int16 kernel below. This is
-// the fast path oneDNN takes on AVX2 for any weights (its documentation asks for 7-bit weights;
-// with 8-bit ones its u8 × s8 results saturate).
+// widening: no sign extension of B, no fold, 3 rows per tile. On Zen 3 it ran 1.33-1.35x the
+// widening kernel at M = 197 (bench_gemm avx2_w7 against avx2). oneDNN 2.6 on AVX2 gives inexact
+// u8 × s8 products for 8-bit weights (bench_gemm's `inexact` counter), as vpmaddubsw without
+// widening would; its documentation asks for 7-bit weights on such CPUs.
 //
 // Otherwise, M >= 2: operands widened to int16 and multiplied with vpmaddwd. A is packed once per
 // call as int16 a − a_zero_point (in [−255, 255]); B's 4-deep column groups are sign-extended as
@@ -19,11 +20,12 @@
 // M = 1: the sign trick with vpmaddubsw (below), for weights without −128.
 // Anything else (M = 1 with −128 weights) takes the widening kernel.
 //
-// Why two: vpmaddwd does as many multiply-adds per multiply instruction (16) as vpmaddubsw +
-// vpmaddwd (32 per 2), and the exact vpmaddubsw route also needs a vpsignb per product and a
-// vpabsb per row. With two rows sharing each sign-extended weight vector the widening kernel
-// measured as fast or faster on Zen 3 (the machine was noisy: see README, AVX2 section) and it
-// needs no correction; with one row, sign-extending every weight byte costs more than vpsignb.
+// Why not the sign trick for 8-bit weights at M >= 2: vpmaddwd does as many multiply-adds per
+// multiply instruction (16) as vpmaddubsw + vpmaddwd (32 per 2), and the sign trick also needs a
+// vpsignb per product and a vpabsb per row. With two rows sharing each sign-extended weight
+// vector the widening kernel measured as fast or faster on Zen 3 (the machine was noisy: see
+// README, AVX2 section) and it needs no correction; with one row, sign-extending every weight
+// byte costs more than vpsignb.
 
 #include "vitcompress/kernels/arch.hpp"
 #include "vitcompress/kernels/detail/gemm_int8_common.hpp"
@@ -268,7 +270,8 @@ void gemm_int8_avx2_widened(const GemmInt8Problem<AT, OutT>& p, const Pipeline& 
   });
 }
 
-// M >= 2, |b| <= kMaddubsExactMagnitude: A as uint8 (int8 shifted by +128), 4-row tiles.
+// M >= 2, |b| <= kMaddubsExactMagnitude: A as uint8 (int8 shifted by +128), 3-row tiles (with 4,
+// GCC 12 spilled an accumulator in the k loop).
 template <class AT, class OutT, class Pipeline, class Policy>
 void gemm_int8_avx2_maddubs(const GemmInt8Problem<AT, OutT>& p, const Pipeline& pipeline,
                             Policy& policy) {
@@ -282,8 +285,8 @@ void gemm_int8_avx2_maddubs(const GemmInt8Problem<AT, OutT>& p, const Pipeline& 
   const PackedWeightsInt8& b = *p.b;
   using TileFn = void (*)(const std::uint8_t*, Index, const std::int8_t*, Index,
                           const std::int32_t*, std::int32_t*, Index, Index);
-  constexpr TileFn kTiles[4] = {&gemm_u8s8_tile_avx2<1>, &gemm_u8s8_tile_avx2<2>,
-                                &gemm_u8s8_tile_avx2<3>, &gemm_u8s8_tile_avx2<4>};
+  constexpr TileFn kTiles[3] = {&gemm_u8s8_tile_avx2<1>, &gemm_u8s8_tile_avx2<2>,
+                                &gemm_u8s8_tile_avx2<3>};
   const auto block_rows = [&](Index m0, Index rows, Index q, std::int32_t* out, Index ldo,
                               Index ncols) {
     for (Index r = 0; r < rows; r += 3)
