@@ -10,7 +10,9 @@
 // float sums may be reordered), ref (the scalar integer definition), xsimd, avx2, vnni (the
 // kernels/arch.hpp paths). The plain names use int8 inputs: softmax with Shiftmax and 8-bit linear
 // output, LayerNorm with PTF factors, GELU with I-GELU. Suffixes: _poly (I-BERT i-exp), _log2
-// (4-bit log2 output), _i32 (int32 inputs), _i16 (int16 inputs), _shift (ShiftGELU).
+// (4-bit log2 output), _i32 (int32 inputs), _i16 (int16 inputs), _res (int16 inputs as the
+// engine's residual stream feeds them: 8-bit codes minus the zero point, with PTF factors),
+// _shift (ShiftGELU).
 // Every benchmark reports elem/s, the elements processed per second. Unavailable paths are
 // skipped with "architecture unsupported".
 
@@ -136,19 +138,23 @@ void bm_softmax_float(benchmark::State& state, Index rows, Index cols) {
 
 // ---- layernorm ----------------------------------------------------------------------------------
 
+// ptf: random power-of-two channel factors α ∈ [0, 3]; max_abs > 0 clamps the inputs to it.
 template <class Arch, class In>
-void bm_layernorm(benchmark::State& state, Index rows, Index dim, double sigma) {
+void bm_layernorm(benchmark::State& state, Index rows, Index dim, double sigma, bool ptf,
+                  int max_abs) {
   if (!runnable<Arch>(state)) return;
   std::mt19937 rng(3);
   std::vector<float> gamma(static_cast<std::size_t>(dim)), beta(gamma.size());
-  std::vector<std::uint8_t> ptf(gamma.size());
+  std::vector<std::uint8_t> alpha(gamma.size());
   for (std::size_t i = 0; i < gamma.size(); ++i) {
     gamma[i] = 1.0f + 0.1f * static_cast<float>(i % 7);
     beta[i] = 0.01f * static_cast<float>(i % 5);
-    ptf[i] = std::is_same_v<In, std::int8_t> ? static_cast<std::uint8_t>(rng() % 4) : 0;
+    alpha[i] = ptf ? static_cast<std::uint8_t>(rng() % 4) : 0;
   }
-  const auto params = k::prepare_layernorm(gamma, beta, 0.02f, 0.03f, 1e-6f, ptf);
-  const auto x = random_ints<In>(rows * dim, sigma, 2);
+  const auto params = k::prepare_layernorm(gamma, beta, 0.02f, 0.03f, 1e-6f, alpha);
+  auto x = random_ints<In>(rows * dim, sigma, 2);
+  if (max_abs > 0)
+    for (auto& v : x) v = static_cast<In>(std::clamp<int>(v, -max_abs, max_abs));
   std::vector<std::int8_t> y(static_cast<std::size_t>(rows * dim));
   const vitc::TensorView<const In, 2> xv(x.data(), {rows, dim});
   const vitc::TensorView<std::int8_t, 2> yv(y.data(), {rows, dim});
@@ -234,9 +240,11 @@ void register_arch() {
   for (Index dim : {192, 384, 768}) {
     const std::string shape = std::to_string(kTokens) + "x" + std::to_string(dim);
     benchmark::RegisterBenchmark(("layernorm/" + a + "/" + shape).c_str(),
-                                 bm_layernorm<Arch, std::int8_t>, kTokens, dim, 30.0);
+                                 bm_layernorm<Arch, std::int8_t>, kTokens, dim, 30.0, true, 0);
     benchmark::RegisterBenchmark(("layernorm/" + a + "_i16/" + shape).c_str(),
-                                 bm_layernorm<Arch, std::int16_t>, kTokens, dim, 3000.0);
+                                 bm_layernorm<Arch, std::int16_t>, kTokens, dim, 3000.0, false, 0);
+    benchmark::RegisterBenchmark(("layernorm/" + a + "_res/" + shape).c_str(),
+                                 bm_layernorm<Arch, std::int16_t>, kTokens, dim, 80.0, true, 255);
   }
   for (Index cols : {768, 1536, 3072}) {
     const std::string n = std::to_string(kTokens * cols);

@@ -183,7 +183,7 @@ TEST_SUITE("kernels") {
         const LayerNormParams p = prepare_layernorm(a.gamma, a.beta, 0.02f, so, 1e-6f, a.ptf);
         // Rows cross the SIMD paths' blocks of 8 (statistics first, then normalization).
         const Index rows = c > 1000 ? 3 : (c <= 64 ? 19 : 11);
-        for (int mode = 0; mode < 7; ++mode) {
+        for (int mode = 0; mode < 10; ++mode) {
           Strided<In> x(rows, c, 3, 1);
           for (Index r = 0; r < rows; ++r) {
             for (Index i = 0; i < c; ++i) {
@@ -208,9 +208,27 @@ TEST_SUITE("kernels") {
                   v = static_cast<In>(i % 5 == 0 ? std::numeric_limits<In>::max() / 2
                                                  : static_cast<In>(rng() % 7));
                   break;
-                default:
+                case 6:
                   v = static_cast<In>(static_cast<std::int32_t>(rng()) >> (rng() % 32));
                   break;
+                case 7:  // the engine's residual stream: 8-bit codes minus their zero point
+                  v = static_cast<In>(std::clamp<std::int32_t>(
+                      static_cast<std::int32_t>(rng() % 511) - 255, std::numeric_limits<In>::min(),
+                      std::numeric_limits<In>::max()));
+                  break;
+                case 8:  // a large mean and a spread of a few steps
+                  v = static_cast<In>(std::numeric_limits<In>::max() / 2 + rng() % 3);
+                  break;
+                default: {  // |x·2^α| just below 2^14, and in odd rows 2^14 at the last channel
+                  const int alpha = a.ptf[static_cast<std::size_t>(i)];
+                  const std::int32_t big = (r % 2 == 1 && i == c - 1) ? -16384
+                                           : (rng() % 2 == 0)         ? -16383
+                                                                      : 16383;
+                  v = static_cast<In>(std::clamp<std::int32_t>(big / (1 << alpha),
+                                                               std::numeric_limits<In>::min(),
+                                                               std::numeric_limits<In>::max()));
+                  break;
+                }
               }
               x.row(r)[i] = v;
             }

@@ -132,6 +132,39 @@ TEST_SUITE("kernels") {
     }
   }
 
+#if VITC_HAVE_X86_TARGET_KERNELS
+  TEST_CASE("AVX2's 16-bit int8 path divides exactly, or declines, for every ShiftExp divisor") {
+    if (!arch::Avx2::available()) return;
+    int failures = 0;
+    for (float scale : {1.5f, 0.7f, 0.3f, 0.1f, 0.013f, 3e-4f, 2.5e-4f, 2e-6f}) {
+      // Every divisor prepare_softmax can produce: one octave of 1 to 4096 input steps.
+      const IntExpParams base = prepare_softmax<ShiftExp>(scale).exp;
+      for (std::int32_t d = 1; d <= detail::kShiftExpMaxDivisor; ++d) {
+        IntExpParams p = base;
+        p.divisor = d;
+        p.clamp = std::min<std::int64_t>(std::int64_t{15} * d << p.pre_shift, INT32_MAX);
+        const detail::nl_avx2::Exp16 e = detail::nl_avx2::make_exp16(p);
+        if (d == 1) CHECK_FALSE(e.usable);  // 2^16 does not fit 16 bits
+        if (!e.usable) continue;
+        // The largest u a score in [−255, 0] reaches (the kernel's bound, recomputed).
+        std::int32_t u_max = 0;
+        for (std::int32_t x = -255; x <= 0; ++x) {
+          const std::int32_t y = std::max(x, -p.clamp) >> p.pre_shift;
+          u_max = std::max(u_max, std::min(-(y + (y >> 1) - (y >> 4)), 15 * d));
+        }
+        for (std::int32_t u = 0; u <= u_max; ++u)
+          if ((((u * static_cast<std::int32_t>(e.magic)) >> 16) >> e.shift) != u / d &&
+              failures++ < 5) {
+            CAPTURE(d);
+            CAPTURE(u);
+            CHECK((((u * static_cast<std::int32_t>(e.magic)) >> 16) >> e.shift) == u / d);
+          }
+      }
+    }
+    CHECK(failures == 0);
+  }
+#endif
+
   TEST_CASE("ShiftExp is I-ViT's Shiftmax exponential requantized to 15 bits") {
     for (double scale : {0.25, 0.1, 0.0625, 0.03, 0.01, 1.0 / 3000}) {
       CAPTURE(scale);
@@ -381,7 +414,9 @@ TEST_SUITE("kernels") {
         }
       }
     };
-    for (float scale : {0.1f, 0.013f, 3e-4f, 2e-6f}) {
+    // 1.5 and 0.25: one octave is 1 and 4 input steps (AVX2's 16-bit int8 path has no magic
+    // number for 1 and falls back; 4 is a power of two).
+    for (float scale : {1.5f, 0.25f, 0.1f, 0.013f, 3e-4f, 2e-6f}) {
       CAPTURE(scale);
       check_all(prepare_softmax<ShiftExp>(scale), std::int8_t{});
       check_all(prepare_softmax<ShiftExp>(scale), std::int32_t{});

@@ -57,8 +57,8 @@
 // normalized value) and G·n (f fractional bits, f = 2 at C = 4096 here), largest for large C.
 //
 // Paths (kernels/arch.hpp): Scalar (detail/layernorm_int_types.hpp); Xsimd<A>, Avx2, Avx512Vnni on
-// 32-bit lanes for int16/int32, and 16-bit lanes for int8 on Avx2 and Avx512Vnni
-// (detail/layernorm_int_simd.hpp). All bit-identical.
+// 32-bit lanes for int16/int32, and 16-bit lanes for int8 on Avx2 and Avx512Vnni, and for int16
+// rows with |x_c·2^α_c| < 2^14 on Avx2 (detail/layernorm_int_simd.hpp). All bit-identical.
 
 #include <cmath>
 #include <cstdint>

@@ -70,10 +70,12 @@
 //
 // Paths (kernels/arch.hpp): Scalar (this definition, detail/softmax_int_scalar.hpp); Xsimd<A>
 // (detail/softmax_int_simd.hpp, 32-bit lanes); Avx2 and Avx512Vnni (raw intrinsics under target
-// attributes, the same 32-bit-lane body; for int8 scores with LinearProb, Avx512Vnni reads E from
-// a 256-entry table built by prepare_softmax from the scalar definition, with vpermi2w, and works
-// on 16-bit lanes; in every other case Avx512Vnni masks the row tails instead of finishing them
-// in scalar code, and for LinearProb keeps E as uint16 so that the output pass runs on 32 lanes).
+// attributes, the same 32-bit-lane body, which runs a row's tail as one more vector that
+// overlaps the one before). For int8 scores with ShiftExp and LinearProb, Avx2 runs the formula
+// on 16-bit lanes (exact: d ∈ [−255, 0] keeps every step within 16 bits). For int8 scores with
+// LinearProb, Avx512Vnni reads E from a 256-entry table built by prepare_softmax from the scalar
+// definition, with vpermi2w, and works on 16-bit lanes; in every other case Avx512Vnni masks the
+// row tails, and for LinearProb keeps E as uint16 so that the output pass runs on 32 lanes.
 // Log2Prob levels are found by a binary search over the thresholds with a 16-entry permute on
 // x86 (b <= 4), by counting elsewhere. All bit-identical.
 //

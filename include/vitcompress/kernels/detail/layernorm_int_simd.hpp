@@ -3,9 +3,9 @@
 // Int-LayerNorm SIMD paths: the 32-bit-lane body (detail/layernorm_int_body.inc) compiled for
 // xsimd, AVX2 and AVX-512, and 16-bit-lane paths for int8 inputs on AVX2 and AVX-512BW: with
 // |x̃| < 2^13 (Q = 13 for int8) every intermediate of the definition fits in int16, so the sums are
-// vpmaddwd
-// and the normalization and affine steps are vpmulhrsw / vpaddsw, exactly the definition's
-// ⌊(a·b + 2^14) / 2^15⌋ and 16-bit saturation.
+// vpmaddwd and the normalization and affine steps are vpmulhrsw / vpaddsw, exactly the
+// definition's ⌊(a·b + 2^14) / 2^15⌋ and 16-bit saturation. AVX2 also runs int16 rows with
+// |x·2^α| < 2^14 on 16-bit lanes (layernorm_row_i16_16: the engine's residual stream).
 
 #include <algorithm>
 #include <bit>
@@ -100,35 +100,144 @@ inline LayerNormRow layernorm_row_int8_16(const LayerNormParams& p, const std::i
   return layernorm_row(s1, s2, c, shift, kLayerNormRowBits<std::int8_t>, p.eps_q32);
 }
 
+// n = ⌊(a·R + 2^14)/2^15⌋ and the affine output stage (layernorm_out) of 16 channels from i.
+inline void layernorm_out16(const LayerNormParams& p, __m256i a, __m256i recip, __m128i frac,
+                            Index i, std::int8_t* y) noexcept {
+  const __m256i n = _mm256_mulhrs_epi16(a, recip);
+  const __m256i g = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.gain.data() + i));
+  const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.bias.data() + i));
+  const __m256i h = _mm256_sra_epi16(_mm256_adds_epi16(_mm256_mulhrs_epi16(n, g), b), frac);
+  const __m128i o = _mm_packs_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), o);
+}
+
+// The scalar definition for channels [from, C).
+template <class In>
+inline void layernorm_apply_tail(const LayerNormParams& p, const LayerNormRow& row, const In* x,
+                                 std::int8_t* y, Index from) noexcept {
+  for (Index i = from; i < p.channels; ++i) {
+    const auto ch = static_cast<std::size_t>(i);
+    const std::int32_t n = layernorm_n(row, shift_signed(x[i], p.ptf_shift[ch] + row.shift));
+    y[i] = layernorm_out(n, p.gain[ch], p.bias[ch], p.frac_bits);
+  }
+}
+
 // Normalizes one int8 row with its statistics.
 inline void layernorm_apply_int8_16(const LayerNormParams& p, const LayerNormRow& row,
                                     const std::int8_t* x, std::int8_t* y) noexcept {
   const Index c = p.channels;
   const Index full = c - c % 16;
-  const std::int32_t shift = row.shift;
-  const __m128i vshift = _mm_cvtsi32_si128(shift);
-  auto scaled = [&](Index i) {  // |x̃| < 2^13
-    return _mm256_sll_epi16(layernorm_int8_prescaled(p, x, i), vshift);
-  };
+  const __m128i vshift = _mm_cvtsi32_si128(row.shift);
   const __m256i mean = _mm256_set1_epi16(static_cast<std::int16_t>(row.mean));
   const __m256i recip = _mm256_set1_epi16(static_cast<std::int16_t>(row.recip));
   const __m128i up = _mm_cvtsi32_si128(row.up), down = _mm_cvtsi32_si128(row.down),
                 frac = _mm_cvtsi32_si128(p.frac_bits);
   for (Index i = 0; i < full; i += 16) {
-    const __m256i a =
-        _mm256_sra_epi16(_mm256_sll_epi16(_mm256_sub_epi16(scaled(i), mean), up), down);
-    const __m256i n = _mm256_mulhrs_epi16(a, recip);
-    const __m256i g = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.gain.data() + i));
-    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.bias.data() + i));
-    const __m256i h = _mm256_sra_epi16(_mm256_adds_epi16(_mm256_mulhrs_epi16(n, g), b), frac);
-    const __m128i o = _mm_packs_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), o);
+    const __m256i scaled = _mm256_sll_epi16(layernorm_int8_prescaled(p, x, i), vshift);  // < 2^13
+    const __m256i a = _mm256_sra_epi16(_mm256_sll_epi16(_mm256_sub_epi16(scaled, mean), up), down);
+    layernorm_out16(p, a, recip, frac, i, y);
   }
+  layernorm_apply_tail(p, row, x, y, full);
+}
+
+// int16 rows with |x'| = |x·2^α| < 2^14 on 16-bit lanes (every residual-stream row of the
+// engine: its codes are 8-bit, |x'| <= 255·8). Then λ = 24 − bitlen(max|x'|) >= 11 and
+// x̃ = x'·2^λ, so the sums are 2^λ·Σx' and 4^λ·Σx'² (vpmaddwd: x'² < 2^28, eight pair sums
+// < 2^32 per uint32 lane before they move to 64 bits), and a = ⌊(x̃ − m)·2^up / 2^down⌋ (|a| <
+// 2^15) follows from x' − ⌊m/2^λ⌋ in 16 bits (layernorm_apply_i16_16). Returns false, leaving
+// `row` alone, when a vector channel has a larger |x'|: the 32-bit lanes must sum it. (The
+// scalar tail sums exactly anyway; a large value there only makes λ < 10, and the row is then
+// normalized on 32-bit lanes.)
+inline bool layernorm_row_i16_16(const LayerNormParams& p, const std::int16_t* x,
+                                 LayerNormRow& row) noexcept {
+  const Index c = p.channels;
+  const Index full = c - c % 16;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i vmax = _mm256_setzero_si256(), wide = _mm256_setzero_si256();
+  __m256i a1 = _mm256_setzero_si256(), a2 = _mm256_setzero_si256(), s2w = _mm256_setzero_si256();
+  auto flush_squares = [&] {
+    s2w = _mm256_add_epi64(s2w, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(a2)));
+    s2w = _mm256_add_epi64(s2w, _mm256_cvtepu32_epi64(_mm256_extracti128_si256(a2, 1)));
+    a2 = _mm256_setzero_si256();
+  };
+  int in_a2 = 0;
+  for (Index i = 0; i < full; i += 16) {
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m256i sc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.ptf_scale.data() + i));
+    // ⌊|x|·2^(α+2) / 2^16⌋ > 0 exactly when |x'| >= 2^14 (|−32768| reads as 2^15).
+    wide =
+        _mm256_or_si256(wide, _mm256_mulhi_epu16(_mm256_abs_epi16(xv), _mm256_slli_epi16(sc, 2)));
+    const __m256i v = _mm256_mullo_epi16(xv, sc);
+    vmax = _mm256_max_epi16(vmax, _mm256_abs_epi16(v));
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v, ones));  // < 2^15 per step
+    a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(v, v));
+    if (++in_a2 == 8) {
+      flush_squares();
+      in_a2 = 0;
+    }
+  }
+  if (!_mm256_testz_si256(wide, wide)) return false;
+  flush_squares();
+  std::int64_t s1 = Ops::reduce_add(a1);
+  const __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s2w), _mm256_extracti128_si256(s2w, 1));
+  std::int64_t s2 = _mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1);
+  std::uint32_t mm = static_cast<std::uint32_t>(
+      Ops::reduce_max(_mm256_max_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(vmax)),
+                                       _mm256_cvtepi16_epi32(_mm256_extracti128_si256(vmax, 1)))));
   for (Index i = full; i < c; ++i) {
-    const auto ch = static_cast<std::size_t>(i);
-    const std::int32_t n = layernorm_n(row, shift_signed(x[i], p.ptf_shift[ch] + shift));
-    y[i] = layernorm_out(n, p.gain[ch], p.bias[ch], p.frac_bits);
+    const std::int32_t v = std::int32_t{x[i]} << p.ptf_shift[static_cast<std::size_t>(i)];
+    mm = std::max(mm, static_cast<std::uint32_t>(v < 0 ? -v : v));
+    s1 += v;
+    s2 += std::int64_t{v} * v;
   }
+  const std::int32_t shift =
+      layernorm_row_shift<std::int16_t>(static_cast<int>(std::bit_width(mm)));
+  row = layernorm_row(s1 << shift, s2 << (2 * shift), c, shift, kLayerNormRowBits<std::int16_t>,
+                      p.eps_q32);
+  return true;
+}
+
+// The smallest row shift of the 16-bit int16 path (|x'| < 2^14).
+inline constexpr std::int32_t kI16NarrowShift = kLayerNormRowBits<std::int16_t> - 14;
+
+// Normalizes one int16 row with row.shift >= kI16NarrowShift. With λ = row.shift, m = m_hi·2^λ +
+// m_lo (0 <= m_lo < 2^λ) and x̃ − m = (x' − m_hi)·2^λ − m_lo (|x' − m_hi| < 2^15), a is, exactly:
+//   down = 0:        (x' − m_hi)·2^(λ+up) − m_lo·2^up            (mod 2^16; |a| < 2^15)
+//   0 < down < λ:    (x' − m_hi)·2^(λ−down) − ⌈m_lo / 2^down⌉    (mod 2^16)
+//   down >= λ:       ⌊(x' − m_hi − [m_lo > 0]) / 2^(down−λ)⌋     (m_lo/2^λ < 1 never crosses
+//                                                                 an integer)
+inline void layernorm_apply_i16_16(const LayerNormParams& p, const LayerNormRow& row,
+                                   const std::int16_t* x, std::int8_t* y) noexcept {
+  const Index c = p.channels;
+  const Index full = c - c % 16;
+  const std::int32_t lam = row.shift;
+  const std::int32_t m_hi = row.mean >> lam, m_lo = row.mean - (m_hi << lam);
+  std::int32_t c1 = m_hi, sl = 0, sr = 0;
+  std::int64_t c2 = 0;
+  if (row.down == 0) {
+    sl = lam + row.up;
+    c2 = std::int64_t{m_lo} << row.up;
+  } else if (row.down < lam) {
+    sl = lam - row.down;
+    c2 = (m_lo + (std::int64_t{1} << row.down) - 1) >> row.down;
+  } else {
+    c1 = m_hi + (m_lo > 0 ? 1 : 0);
+    sr = row.down - lam;
+  }
+  const __m256i vc1 = _mm256_set1_epi16(static_cast<std::int16_t>(c1));
+  const __m256i vc2 = _mm256_set1_epi16(static_cast<std::int16_t>(static_cast<std::uint16_t>(c2)));
+  const __m128i vsl = _mm_cvtsi32_si128(sl), vsr = _mm_cvtsi32_si128(sr);
+  const __m256i recip = _mm256_set1_epi16(static_cast<std::int16_t>(row.recip));
+  const __m128i frac = _mm_cvtsi32_si128(p.frac_bits);
+  for (Index i = 0; i < full; i += 16) {
+    const __m256i v = _mm256_mullo_epi16(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.ptf_scale.data() + i)));
+    const __m256i a = _mm256_sub_epi16(
+        _mm256_sra_epi16(_mm256_sll_epi16(_mm256_sub_epi16(v, vc1), vsl), vsr), vc2);
+    layernorm_out16(p, a, recip, frac, i, y);
+  }
+  layernorm_apply_tail(p, row, x, y, full);
 }
 
 }  // namespace vitc::kernels::detail::nl_avx2
@@ -224,6 +333,20 @@ void layernorm_rows_simd(Tag, const LayerNormParams& params, const In* x, Index 
           [&](const std::int8_t* row_x) { return nl_avx2::layernorm_row_int8_16(params, row_x); },
           [&](const LayerNormRow& row, const std::int8_t* row_x, std::int8_t* row_y) {
             nl_avx2::layernorm_apply_int8_16(params, row, row_x, row_y);
+          },
+          x, x_stride, y, y_stride, rows);
+    } else if constexpr (std::is_same_v<In, std::int16_t>) {
+      layernorm_rows_blocked(
+          [&](const std::int16_t* row_x) {
+            LayerNormRow row;
+            if (nl_avx2::layernorm_row_i16_16(params, row_x, row)) return row;
+            return nl_avx2::layernorm_stats_simd<nl_avx2::Ops>(params, row_x);
+          },
+          [&](const LayerNormRow& row, const std::int16_t* row_x, std::int8_t* row_y) {
+            if (row.shift >= nl_avx2::kI16NarrowShift)  // max |x'| < 2^14
+              nl_avx2::layernorm_apply_i16_16(params, row, row_x, row_y);
+            else
+              nl_avx2::layernorm_apply_simd<nl_avx2::Ops>(params, row, row_x, row_y);
           },
           x, x_stride, y, y_stride, rows);
     } else {

@@ -20,6 +20,7 @@
 //   in int64). Optional: Table16, load_table16, lookup16 (16-entry permute; the x86 ops have it,
 //   xsimd 8.1 has no variable permute).
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -46,6 +47,10 @@
 #endif  // VITC_HAVE_X86_TARGET_KERNELS
 
 namespace vitc::kernels::detail {
+
+// 0, 1, …, 15: compared with n, the lanes of a row's last partial vector.
+alignas(64) inline constexpr std::array<std::int32_t, 16> kLaneIndex = {
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 template <class A>
 struct XsimdOps {

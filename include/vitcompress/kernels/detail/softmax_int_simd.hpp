@@ -9,6 +9,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <type_traits>
@@ -36,6 +37,202 @@ namespace vitc::kernels::detail::nl_xsimd {
 VITC_NL_BEGIN_AVX2
 namespace vitc::kernels::detail::nl_avx2 {
 #include "vitcompress/kernels/detail/softmax_int_body.inc"
+
+// Int8 scores with ShiftExp and LinearProb: the formulas of softmax_int.hpp on 16 int16 lanes
+// (the 32-bit body does 8). With d ∈ [−255, 0] every intermediate fits 16 bits: u <= 383;
+// q = ⌊u/D⌋ is a vpmulhuw by a 16-bit magic number (make_exp16; when none exists, e.g. D = 1,
+// the 32-bit body runs); (2D − rem)·2^a <= 2·E(0) < 2^16; and the shift right by q + 1 <= 16 is a
+// vpmulhuw by 2^(15−q), read from two 16-byte vpshufb tables (one byte of it is nonzero).
+struct Exp16 {
+  bool usable = false;
+  std::uint16_t magic = 0;  // ⌊u/D⌋ = ⌊u·magic / 2^(16 + shift)⌋ for 0 <= u <= the largest u
+  int shift = 0;
+};
+
+[[nodiscard]] inline Exp16 make_exp16(const IntExpParams& p) noexcept {
+  // u grows as d falls (each floor in g moves one way), so the most negative d gives the largest.
+  const std::int32_t d = std::max(-255, -p.clamp) >> p.pre_shift;
+  const std::int32_t u_max = std::min(-(d + (d >> 1) - (d >> 4)), p.clamp_steps * p.divisor);
+  Exp16 e;
+  for (int s = 15; s >= 0; --s) {
+    const std::uint64_t two = std::uint64_t{1} << (16 + s);
+    const std::uint64_t m =
+        (two + static_cast<std::uint64_t>(p.divisor) - 1) / static_cast<std::uint64_t>(p.divisor);
+    if (m > 0xFFFF) continue;
+    // u/D + u·err/(D·2^(16+s)) stays below the next integer when u·err < 2^(16+s).
+    if (static_cast<std::uint64_t>(u_max) * (m * static_cast<std::uint64_t>(p.divisor) - two) >=
+        two)
+      continue;
+    e.usable = true;
+    e.magic = static_cast<std::uint16_t>(m);
+    e.shift = s;
+    return e;
+  }
+  return e;
+}
+
+[[nodiscard]] inline __m256i lane_index16() noexcept {
+  return _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+// The constants of shift_exp16; lo and m are set per row (set_row).
+struct ShiftExp16 {
+  __m256i lo, m, n_d, magic, divisor, two_d, pow_lo, pow_hi, low_byte_off, high_byte_off;
+  __m128i pre_shift, magic_shift, mant_shift;
+};
+
+[[nodiscard]] inline ShiftExp16 make_shift_exp16(const IntExpParams& p, const Exp16& e16) noexcept {
+  ShiftExp16 c;
+  c.n_d = _mm256_set1_epi16(
+      static_cast<std::int16_t>(std::min(p.clamp_steps * p.divisor, 0xFFFF)));  // unsigned
+  c.magic = _mm256_set1_epi16(static_cast<std::int16_t>(e16.magic));
+  c.divisor = _mm256_set1_epi16(static_cast<std::int16_t>(p.divisor));
+  c.two_d = _mm256_set1_epi16(static_cast<std::int16_t>(2 * p.divisor));
+  alignas(16) std::uint8_t lo[16], hi[16];
+  for (int q = 0; q < 16; ++q) {
+    const unsigned pow = 1u << (15 - q);
+    lo[q] = static_cast<std::uint8_t>(pow & 0xFF);
+    hi[q] = static_cast<std::uint8_t>(pow >> 8);
+  }
+  c.pow_lo = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(lo)));
+  c.pow_hi = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(hi)));
+  c.low_byte_off = _mm256_set1_epi16(static_cast<std::int16_t>(0x8000));  // vpshufb: byte -> 0
+  c.high_byte_off = _mm256_set1_epi16(0x0080);
+  c.pre_shift = _mm_cvtsi32_si128(p.pre_shift);
+  c.magic_shift = _mm_cvtsi32_si128(e16.shift);
+  c.mant_shift = _mm_cvtsi32_si128(p.mant_shift);
+  return c;
+}
+
+inline void set_row(ShiftExp16& c, const IntExpParams& p, std::int32_t m) noexcept {
+  // Scores are >= −128, so a floor below −2^15 acts as −2^15.
+  c.lo = _mm256_set1_epi16(static_cast<std::int16_t>(std::max(softmax_floor(m, p.clamp), -32768)));
+  c.m = _mm256_set1_epi16(static_cast<std::int16_t>(m));
+}
+
+// E of 16 int8 scores (sign-extended to int16), equal to int_exp<ShiftExp>.
+[[nodiscard]] inline __m256i shift_exp16(const ShiftExp16& c, __m256i x) noexcept {
+  const __m256i d = _mm256_sub_epi16(_mm256_max_epi16(x, c.lo), c.m);
+  const __m256i y = _mm256_sra_epi16(d, c.pre_shift);
+  const __m256i g =
+      _mm256_sub_epi16(_mm256_add_epi16(y, _mm256_srai_epi16(y, 1)), _mm256_srai_epi16(y, 4));
+  const __m256i u = _mm256_min_epu16(_mm256_sub_epi16(_mm256_setzero_si256(), g), c.n_d);
+  const __m256i q = _mm256_srl_epi16(_mm256_mulhi_epu16(u, c.magic), c.magic_shift);
+  const __m256i rem = _mm256_sub_epi16(u, _mm256_mullo_epi16(q, c.divisor));
+  const __m256i mant = _mm256_sll_epi16(_mm256_sub_epi16(c.two_d, rem), c.mant_shift);
+  const __m256i pow = _mm256_or_si256(
+      _mm256_shuffle_epi8(c.pow_lo, _mm256_or_si256(q, c.low_byte_off)),
+      _mm256_shuffle_epi8(c.pow_hi, _mm256_or_si256(_mm256_slli_epi16(q, 8), c.high_byte_off)));
+  return _mm256_mulhi_epu16(mant, pow);  // ⌊mant / 2^(q+1)⌋
+}
+
+[[nodiscard]] inline std::int32_t max_epi8(__m128i b) noexcept {
+  b = _mm_max_epi8(b, _mm_srli_si128(b, 8));
+  b = _mm_max_epi8(b, _mm_srli_si128(b, 4));
+  b = _mm_max_epi8(b, _mm_srli_si128(b, 2));
+  b = _mm_max_epi8(b, _mm_srli_si128(b, 1));
+  return static_cast<std::int8_t>(_mm_cvtsi128_si32(b) & 0xFF);
+}
+
+[[nodiscard]] inline __m128i load16(const void* p) noexcept {
+  return _mm_loadu_si128(static_cast<const __m128i*>(p));
+}
+
+// One row; `scratch` holds cols uint16 rounded up to 16. A row of 16 or more ends with one
+// vector that overlaps the one before (its repeated lanes are left out of the sum, and store the
+// same E and outputs again), so only rows shorter than 16 go through a padded copy.
+template <class Exp>
+inline void softmax_row_int8_shift16(const SoftmaxParams<Exp, LinearProb>& params, ShiftExp16& c,
+                                     const std::int8_t* x, std::uint8_t* y, Index cols,
+                                     std::uint16_t* scratch) noexcept {
+  alignas(16) std::int8_t pad[16];
+  const std::int8_t* tail = x + cols - 16;  // the last 16 scores (valid when cols >= 16)
+  if (cols < 16) {                          // lanes past the row repeat its first score
+    for (Index k = 0; k < 16; ++k) pad[k] = x[k < cols ? k : 0];
+    tail = pad;
+  }
+  __m128i vmax = load16(tail);
+  if (cols >= 32) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + cols - 32));
+    for (Index i = 0; i + 32 <= cols; i += 32)
+      v = _mm256_max_epi8(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)));
+    vmax = _mm_max_epi8(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  } else if (cols >= 16) {
+    vmax = _mm_max_epi8(vmax, load16(x));
+  }
+  set_row(c, params.exp, max_epi8(vmax));
+
+  const __m256i ones = _mm256_set1_epi16(1);
+  std::int64_t total = 0;
+  __m256i acc = _mm256_setzero_si256();  // pairs of E (< 2^15 each) per int32 lane
+  Index in_acc = 0;
+  const Index full = cols - cols % 16;
+  for (Index i = 0; i < full; i += 16) {
+    const __m256i e = shift_exp16(c, _mm256_cvtepi8_epi16(load16(x + i)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(scratch + i), e);
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(e, ones));
+    if (++in_acc == (Index{1} << 15)) {
+      total += Ops::reduce_add(acc);
+      acc = _mm256_setzero_si256();
+      in_acc = 0;
+    }
+  }
+  const Index n_tail = cols - full;
+  std::uint16_t* const tail_e = cols < 16 ? scratch : scratch + cols - 16;
+  if (n_tail > 0) {  // the new scores are the last n_tail lanes (all of them when cols < 16)
+    const __m256i e = shift_exp16(c, _mm256_cvtepi8_epi16(load16(tail)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tail_e), e);
+    const __m256i keep =
+        cols < 16
+            ? _mm256_cmpgt_epi16(_mm256_set1_epi16(static_cast<std::int16_t>(cols)), lane_index16())
+            : _mm256_cmpgt_epi16(lane_index16(),
+                                 _mm256_set1_epi16(static_cast<std::int16_t>(15 - n_tail)));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_and_si256(keep, e), ones));
+  }
+  total += Ops::reduce_add(acc);
+
+  const LinearNorm n = linear_norm(total, params.out_bits);
+  if (n.shift >= 17) {  // every ⌊E·f/2^16⌋ < 2^15 rounds to 0
+    std::fill(y, y + cols, std::uint8_t{0});
+    return;
+  }
+  const __m256i f = _mm256_set1_epi16(static_cast<std::int16_t>(n.factor));
+  const __m256i half = _mm256_set1_epi16(static_cast<std::int16_t>(1 << (n.shift - 1)));
+  const __m128i sh = _mm_cvtsi32_si128(n.shift);
+  auto out16 = [&](const std::uint16_t* e_at) {
+    const __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e_at));
+    const __m256i hi = _mm256_mulhi_epu16(e, f);  // ⌊E·f / 2^16⌋ < 2^15
+    const __m256i o = _mm256_srl_epi16(_mm256_add_epi16(hi, half), sh);
+    return _mm_packus_epi16(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1));
+  };
+  for (Index i = 0; i < full; i += 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), out16(scratch + i));
+  if (n_tail > 0 && cols >= 16) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + cols - 16), out16(tail_e));
+  } else if (n_tail > 0) {
+    alignas(16) std::uint8_t tmp[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), out16(tail_e));
+    std::memcpy(y, tmp, static_cast<std::size_t>(cols));
+  }
+}
+
+template <class Exp>
+inline void softmax_rows_int8_shift16(const SoftmaxParams<Exp, LinearProb>& params,
+                                      const Exp16& e16, const std::int8_t* x, Index x_stride,
+                                      std::uint8_t* y, Index y_stride, Index rows, Index cols) {
+  constexpr Index kStackCols = 4096;
+  alignas(64) std::uint16_t stack_scratch[kStackCols + 16];
+  std::unique_ptr<std::uint16_t[]> heap_scratch;
+  std::uint16_t* scratch = stack_scratch;
+  if (cols > kStackCols) {
+    heap_scratch.reset(new std::uint16_t[static_cast<std::size_t>(cols + 16)]);
+    scratch = heap_scratch.get();
+  }
+  ShiftExp16 c = make_shift_exp16(params.exp, e16);
+  for (Index r = 0; r < rows; ++r)
+    softmax_row_int8_shift16(params, c, x + r * x_stride, y + r * y_stride, cols, scratch);
+}
+
 }  // namespace vitc::kernels::detail::nl_avx2
 VITC_NL_END
 
@@ -298,6 +495,14 @@ void softmax_rows_simd(Tag, const SoftmaxParams<Exp, Out>& params, const In* x, 
                                                                     y_stride, rows, cols);
 #if VITC_HAVE_X86_TARGET_KERNELS
   } else if constexpr (std::is_same_v<Tag, arch::Avx2>) {
+    if constexpr (std::is_same_v<In, std::int8_t> && std::is_same_v<Exp, ShiftExp> &&
+                  std::is_same_v<Out, LinearProb>) {
+      const nl_avx2::Exp16 e16 = nl_avx2::make_exp16(params.exp);
+      if (e16.usable) {
+        nl_avx2::softmax_rows_int8_shift16(params, e16, x, x_stride, y, y_stride, rows, cols);
+        return;
+      }
+    }
     nl_avx2::softmax_rows_body<nl_avx2::Ops>(params, x, x_stride, y, y_stride, rows, cols);
   } else if constexpr (std::is_same_v<Tag, arch::Avx512Vnni>) {
     if constexpr (std::is_same_v<In, std::int8_t> && std::is_same_v<Out, LinearProb>)
