@@ -302,13 +302,11 @@ class IntViT {
     // residual rescaling have AVX-512 and AVX2 paths, chosen the same way
     // (tests/engine/test_quantize_input.cpp, test_rescale_row.cpp).
     if constexpr (std::is_same_v<Arch, kernels::arch::Avx512Vnni>)
-      avx512_ = true;
+      helper_arch_ = kernels::arch::ArchId::kAvx512Vnni;
     else if constexpr (std::is_same_v<Arch, kernels::arch::Avx2>)
-      avx2_ = true;
-    else if constexpr (std::is_same_v<Arch, kernels::arch::Auto>) {
-      avx512_ = kernels::arch::best_arch() == kernels::arch::ArchId::kAvx512Vnni;
-      avx2_ = kernels::arch::best_arch() == kernels::arch::ArchId::kAvx2;
-    }
+      helper_arch_ = kernels::arch::ArchId::kAvx2;
+    else if constexpr (std::is_same_v<Arch, kernels::arch::Auto>)
+      helper_arch_ = kernels::arch::best_arch();
   }
 
   [[nodiscard]] const model::ViTConfig& config() const noexcept { return config_; }
@@ -702,12 +700,12 @@ class IntViT {
               const float* src = &images(b, c, py * s.patch + ky, px * s.patch);
               const Index sx = images.stride(3);
 #if VITC_HAVE_X86_TARGET_KERNELS
-              if (avx512_ && sx == 1) {
+              if (helper_arch_ == kernels::arch::ArchId::kAvx512Vnni && sx == 1) {
                 detail::quantize_u8_avx512(src, qp.scale, qp.zero_point, out, s.patch);
                 out += s.patch;
                 continue;
               }
-              if (avx2_ && sx == 1) {
+              if (helper_arch_ == kernels::arch::ArchId::kAvx2 && sx == 1) {
                 detail::quantize_u8_avx2(src, qp.scale, qp.zero_point, out, s.patch);
                 out += s.patch;
                 continue;
@@ -728,11 +726,11 @@ class IntViT {
   void rescale_row(const detail::Rescale& r, const std::int32_t* acc, const std::int16_t* x,
                    const std::int64_t* extra, std::int16_t* out, Index n) const noexcept {
 #if VITC_HAVE_X86_TARGET_KERNELS
-    if (avx512_) {
+    if (helper_arch_ == kernels::arch::ArchId::kAvx512Vnni) {
       detail::rescale_row_avx512(r, acc, x, extra, out, n);
       return;
     }
-    if (avx2_) {
+    if (helper_arch_ == kernels::arch::ArchId::kAvx2) {
       detail::rescale_row_avx2(r, acc, x, extra, out, n);
       return;
     }
@@ -929,13 +927,14 @@ class IntViT {
           // Locals: the int8 stores below could alias anything the closure refers to.
           const std::int8_t* const tab = table;
           const Index hidden = b.hidden;
+          const bool avx512 = helper_arch_ == kernels::arch::ArchId::kAvx512Vnni;
           for (Index r = r0; r < r1; ++r) {
             const std::int16_t* in = h16.data() + r * h16.stride(0);
             std::int8_t* out = fc2_in.data() + r * fc2_in.stride(0);
 #if VITC_HAVE_X86_TARGET_KERNELS
-            if (avx512_ && b.gelu_steps.usable)
+            if (avx512 && b.gelu_steps.usable)
               detail::step_lookup_avx512(b.gelu_steps, in, out, b.hidden);
-            else if (avx512_)
+            else if (avx512)
               detail::table_lookup_avx512(table, in, out, b.hidden);
             else
 #endif
@@ -976,8 +975,9 @@ class IntViT {
   Index max_batch_ = 1;
   ThreadPool* pool_ = nullptr;
   int attn_threads_ = 1;
-  bool avx512_ = false;
-  bool avx2_ = false;  // AVX2 input quantization and rescaling (avx512_ takes precedence)
+  // The path of the engine's own vector loops (input quantization, residual rescaling, GELU
+  // lookup): AVX-512 or AVX2 when Arch is that path, or is Auto on a CPU that has it.
+  kernels::arch::ArchId helper_arch_ = kernels::arch::ArchId::kScalar;
 
   detail::AsymPoint patch_in_;
   detail::LinearWeights patch_w_;
