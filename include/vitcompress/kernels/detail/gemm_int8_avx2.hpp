@@ -224,21 +224,21 @@ void pack_activations_s16(const GemmInt8Problem<AT, OutT>& p, std::int16_t* dst,
   }
 }
 
-// Panels [p0, p1) one at a time; rows in blocks of kAvx2RowBlock, computed by
+// Panels [p0, p1) one at a time; rows in blocks of kRowBlock, computed by
 // block_rows(m0, rows, panel, out, ldo, ncols) into one buffer so that the output pipeline
-// prepares its per-column constants once per block.
-inline constexpr Index kAvx2RowBlock = 8;
-
-template <class AT, class OutT, class Pipeline, class BlockRows>
+// prepares its per-column constants once per block. kRowBlock is a multiple of the tile height,
+// so that only the last block ends in a shorter, slower tile (with 3-row tiles in blocks of 8,
+// 17 rows ran as 3+3+2, 3+3+2, 1).
+template <Index kRowBlock, class AT, class OutT, class Pipeline, class BlockRows>
 VITC_TARGET_AVX2 void gemm_int8_avx2_panels(const GemmInt8Problem<AT, OutT>& p,
                                             const Pipeline& pipeline, Index p0, Index p1,
                                             const BlockRows& block_rows) noexcept {
   constexpr bool kDirect = std::is_same_v<Pipeline, RawInt32> && std::is_same_v<OutT, std::int32_t>;
-  alignas(64) std::int32_t tile[kAvx2RowBlock * 16];
+  alignas(64) std::int32_t tile[kRowBlock * 16];
   for (Index q = p0; q < p1; ++q) {
     const Index n0 = q * 16, ncols = std::min<Index>(16, p.n - n0);
-    for (Index m0 = 0; m0 < p.m; m0 += kAvx2RowBlock) {
-      const Index rows = std::min(kAvx2RowBlock, p.m - m0);
+    for (Index m0 = 0; m0 < p.m; m0 += kRowBlock) {
+      const Index rows = std::min(kRowBlock, p.m - m0);
       std::int32_t* out =
           kDirect ? reinterpret_cast<std::int32_t*>(p.c) + m0 * p.c_row_stride + n0 : tile;
       block_rows(m0, rows, q, out, kDirect ? p.c_row_stride : 16, ncols);
@@ -266,7 +266,7 @@ void gemm_int8_avx2_widened(const GemmInt8Problem<AT, OutT>& p, const Pipeline& 
     }
   };
   policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
-    gemm_int8_avx2_panels(p, pipeline, p0, p1, block_rows);
+    gemm_int8_avx2_panels<8>(p, pipeline, p0, p1, block_rows);
   });
 }
 
@@ -294,7 +294,7 @@ void gemm_int8_avx2_maddubs(const GemmInt8Problem<AT, OutT>& p, const Pipeline& 
                                                out + r * ldo, ldo, ncols);
   };
   policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
-    gemm_int8_avx2_panels(p, pipeline, p0, p1, block_rows);
+    gemm_int8_avx2_panels<9>(p, pipeline, p0, p1, block_rows);
   });
 }
 
