@@ -379,6 +379,20 @@ TEST_SUITE("engine") {
     const auto data = f.calib.labeled();
     auto w4a4 = calibrated(small_config(), data, "w4a4");
     CHECK_THROWS_AS(engine::IntViT<>(w4a4, 1), ArgumentError);
+    // Keys and values: 4 to 8 bits, the same for both (one GEMM produces them, one clamp).
+    auto kv_config = [&](int key_bits, int value_bits) {
+      quant::QuantConfig qc = quant::QuantConfig::named("w7a8");
+      qc.activations[static_cast<std::size_t>(model::HookSite::kKey)].scheme.bits = key_bits;
+      qc.activations[static_cast<std::size_t>(model::HookSite::kValue)].scheme.bits = value_bits;
+      quant::FakeQuantViT fq(model::ViTWeights<float>::random(small_config(), 7), qc);
+      fq.quantize_weights();
+      fq.calibrate(data, std::min<Index>(data.size(), 16), {}, 16);
+      return fq;
+    };
+    CHECK_THROWS_WITH_AS(engine::IntViT<>(kv_config(7, 8), 1),
+                         doctest::Contains("same number of bits"), ArgumentError);
+    CHECK_THROWS_WITH_AS(engine::IntViT<>(kv_config(3, 3), 1), doctest::Contains("4- to 8-bit"),
+                         ArgumentError);
     auto log2_5 = calibrated(small_config(), data, "w8a8", 7, 5);  // weights beyond 2^15
     CHECK_THROWS_WITH_AS(engine::IntViT<>(log2_5, 1), doctest::Contains("1 to 4 bits"),
                          ArgumentError);

@@ -126,6 +126,9 @@ TEST_SUITE("quant") {
     for (WeightKind k :
          {WeightKind::kPatchEmbed, WeightKind::kQkv, WeightKind::kFc2, WeightKind::kHead})
       CHECK(w7a8.weight(k, 0).scheme == SchemeSpec{SchemeKind::kSymmetric, 7});
+    for (HookSite s : {HookSite::kKey, HookSite::kValue})  // the B operands of attention too
+      CHECK(w7a8.activation(s, 1).scheme == SchemeSpec{SchemeKind::kSymmetric, 7});
+    CHECK(w7a8.activation(HookSite::kQuery, 1).scheme == SchemeSpec{SchemeKind::kAsymmetric, 8});
     CHECK(w4a8.activation(HookSite::kFc2Input, 0).scheme == SchemeSpec{SchemeKind::kAsymmetric, 8});
     CHECK(w4a8.activation(HookSite::kBlockInput, 0).ptf);
     CHECK(QuantConfig::named("w8a8-log2attn").activation(HookSite::kAttentionProbs, 2).scheme ==

@@ -15,7 +15,9 @@
 //                  layer: 4-bit layers run kernels::gemm_int4 on weights packed two per byte,
 //                  their scales folded into the same per-channel requantization as int8's;
 //   activations    Asymmetric 8-bit per tensor at patch_input, qkv_input, query, proj_input,
-//                  fc1_input, fc2_input, head_input; Symmetric 8-bit per tensor at key, value;
+//                  fc1_input, fc2_input, head_input; Symmetric 4- to 8-bit per tensor at key,
+//                  value (the same for both; w7a8 has 7: the B operands of Q·Kᵀ and P·V then
+//                  take AVX2's unwidened kernel, as its weights do);
 //                  Asymmetric 8-bit (linear) or Log2 with 1 to 4 bits (FQ-ViT's log2 attention
 //                  map, w8a8-log2attn / w4a8-log2attn) at attention_probs;
 //   residual       Asymmetric 8-bit per tensor, with or without FQ-ViT's power-of-two factors
@@ -146,9 +148,9 @@ inline const quant::ActivationPoint& ready_point(const quant::FakeQuantViT& fq,
 }
 
 inline void require_scheme(const quant::ActivationPoint& p, quant::SchemeKind kind,
-                           const char* want) {
+                           const char* want, int min_bits = 8) {
   const auto& s = p.spec;
-  if (s.scheme.kind != kind || s.scheme.bits != 8 ||
+  if (s.scheme.kind != kind || s.scheme.bits < min_bits || s.scheme.bits > 8 ||
       (!s.ptf && s.granularity.kind != quant::GranularityKind::kTensor))
     VITC_THROW(ArgumentError("IntViT: activation point " + p.name + " must be " + want +
                              " (this engine runs w8a8 configurations)"));
@@ -163,10 +165,16 @@ inline AsymPoint asym_point(const quant::FakeQuantViT& fq, model::HookSite site,
   return {p.params.scales[0], p.params.zero_points[0]};
 }
 
-inline float sym_scale(const quant::FakeQuantViT& fq, model::HookSite site, int block) {
+// A symmetric per-tensor point of 4 to 8 bits (key, value): codes in [−max_code, max_code].
+struct SymPoint {
+  float scale = 1.0f;
+  std::int32_t max_code = 127;
+};
+
+inline SymPoint sym_point(const quant::FakeQuantViT& fq, model::HookSite site, int block) {
   const auto& p = ready_point(fq, site, block);
-  require_scheme(p, quant::SchemeKind::kSymmetric, "symmetric 8-bit per tensor");
-  return p.params.scales[0];
+  require_scheme(p, quant::SchemeKind::kSymmetric, "symmetric 4- to 8-bit per tensor", 4);
+  return {p.params.scales[0], (std::int32_t{1} << (p.spec.scheme.bits - 1)) - 1};
 }
 
 inline ResidualPoint residual_point(const quant::FakeQuantViT& fq, model::HookSite site, int block,
@@ -359,6 +367,7 @@ class IntViT {
     quant::RequantParams rq_q, rq_kv, rq_fc1;
     std::int32_t ln1_zp = 0, ln2_zp = 0;  // GEMM zero points of the int8 LayerNorm outputs
     std::int32_t q_zp = 0, proj_zp = 0, fc2_zp = 0;
+    std::int32_t kv_max = 127;  // K and V codes in [−kv_max, kv_max] (4- to 8-bit key / value)
     kernels::SoftmaxParams<Exp, kernels::LinearProb> softmax;
     std::optional<kernels::SoftmaxParams<Exp, kernels::Log2Prob>> softmax_log2;  // log2 attention
     // Log2 attention's 2^b levels (codes c, weights 2^(levels − 1 − c)); 0 for linear attention.
@@ -484,8 +493,13 @@ class IntViT {
                              : detail::residual_point(fq, HookSite::kFinalNormInput, -1, d);
       const auto qkv_in = detail::asym_point(fq, HookSite::kQkvInput, l);
       const auto q_pt = detail::asym_point(fq, HookSite::kQuery, l);
-      const float k_scale = detail::sym_scale(fq, HookSite::kKey, l);
-      const float v_scale = detail::sym_scale(fq, HookSite::kValue, l);
+      const auto k_pt = detail::sym_point(fq, HookSite::kKey, l);
+      const auto v_pt = detail::sym_point(fq, HookSite::kValue, l);
+      if (k_pt.max_code != v_pt.max_code)  // one GEMM, one clamp
+        VITC_THROW(ArgumentError("IntViT: key and value of block " + std::to_string(l) +
+                                 " must have the same number of bits"));
+      b.kv_max = k_pt.max_code;
+      const float k_scale = k_pt.scale, v_scale = v_pt.scale;
       const auto& probs_pt = detail::ready_point(fq, HookSite::kAttentionProbs, l);
       const bool log2_attn = probs_pt.spec.scheme.kind == quant::SchemeKind::kLog2;
       if (log2_attn) {
@@ -884,7 +898,7 @@ class IntViT {
       const QPipe qpipe{{b.rq_q.bias}, {b.rq_q.multipliers}, {b.q_zp}, {}};
       linear(b.wq, TensorView<const std::int8_t, 2>(ln), b.ln1_zp, qpipe,
              q_.view().slice(0, 0, m).slice(1, 0, qk), pol);
-      const KvPipe kvpipe{{b.rq_kv.bias}, {b.rq_kv.multipliers}, {-127, 127}, {}};
+      const KvPipe kvpipe{{b.rq_kv.bias}, {b.rq_kv.multipliers}, {-b.kv_max, b.kv_max}, {}};
       linear(b.wkv, TensorView<const std::int8_t, 2>(ln), b.ln1_zp, kvpipe,
              kv_.view().slice(0, 0, m).slice(1, 0, kvn), pol);
       clock.mark(Stage::kQkv, l);

@@ -13,9 +13,10 @@
 //
 // Named configurations (QuantConfig::named). "aN" is N-bit activations at every GEMM input. The
 // patch embedding and the head stay 8-bit in every integer configuration, as is usual (PackQViT
-// keeps its head at 8 bits), except in w7a8: w8a8 with every weight at 7 bits (codes in
-// [−63, 63]), the operands for which the AVX2 int8 GEMM needs no widening (vpmaddubsw's pair sums
-// cannot saturate; kernels/detail/gemm_int8_avx2.hpp). Per point:
+// keeps its head at 8 bits), except in w7a8: w8a8 with every weight, key and value at 7 bits
+// (symmetric codes in [−63, 63], MSE observer), the operands for which the AVX2 int8 GEMM needs
+// no widening (vpmaddubsw's pair sums cannot saturate; kernels/detail/gemm_int8_avx2.hpp). Per
+// point:
 //
 // clang-format off
 //   point                               fp16  w8a8        w8a8-log2attn  w4a8         w4a8-log2attn  w4a4
@@ -343,8 +344,11 @@ inline QuantConfig QuantConfig::named(const std::string& name) {
   for (HookSite s : {HookSite::kQkvInput, HookSite::kFc1Input, HookSite::kProjInput,
                      HookSite::kFc2Input, HookSite::kQuery})
     act(s) = make_spec(K::kAsymmetric, abits, kPerTensor, aobs);
+  // w7a8: keys and values, the B operands of Q·Kᵀ and P·V, at 7 bits as the weights.
+  const int kv_bits = wbits == 7 ? 7 : abits;
   for (HookSite s : {HookSite::kKey, HookSite::kValue})
-    act(s) = make_spec(K::kSymmetric, abits, kPerTensor, aobs);
+    act(s) = make_spec(K::kSymmetric, kv_bits, kPerTensor,
+                       kv_bits < 8 ? ObserverKind::kMse : ObserverKind::kMinMax);
   act(HookSite::kAttentionProbs) =
       make_spec(attention, attention_bits, kPerTensor,
                 attention == K::kAsymmetric ? aobs : ObserverKind::kMinMax);
