@@ -181,6 +181,14 @@ struct Ops {
     const __m128i w = pack16(v);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(w, w));
   }
+  // 4 × 8 lanes, values in [0, 255], to 32 bytes in order: the in-lane packs leave 4-byte groups
+  // a0 b0 c0 d0 | a1 b1 c1 d1, which one vpermd puts back in order.
+  static void store_u8x4(std::uint8_t* p, V a, V b, V c, V d) noexcept {
+    const V packed = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(p),
+        _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  }
   static V add(V a, V b) noexcept { return _mm256_add_epi32(a, b); }
   static V sub(V a, V b) noexcept { return _mm256_sub_epi32(a, b); }
   static V mul(V a, V b) noexcept { return _mm256_mullo_epi32(a, b); }
