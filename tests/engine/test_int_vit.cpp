@@ -69,6 +69,14 @@ struct RandomImages {
   [[nodiscard]] model::LabeledImages labeled() const { return {images.cview(), labels.cview()}; }
 };
 
+quant::FakeQuantViT calibrated(const model::ViTConfig& c, const model::LabeledImages& data,
+                               const quant::QuantConfig& qc, std::uint64_t seed) {
+  quant::FakeQuantViT fq(model::ViTWeights<float>::random(c, seed), qc);
+  fq.quantize_weights();
+  fq.calibrate(data, std::min<Index>(data.size(), 64), {}, 32);
+  return fq;
+}
+
 // `log2_bits` > 0 changes the attention probabilities of a named configuration to log2 with
 // that many bits.
 quant::FakeQuantViT calibrated(const model::ViTConfig& c, const model::LabeledImages& data,
@@ -78,10 +86,18 @@ quant::FakeQuantViT calibrated(const model::ViTConfig& c, const model::LabeledIm
   if (log2_bits > 0)
     qc.activations[static_cast<std::size_t>(model::HookSite::kAttentionProbs)].scheme = {
         quant::SchemeKind::kLog2, log2_bits};
-  quant::FakeQuantViT fq(model::ViTWeights<float>::random(c, seed), qc);
-  fq.quantize_weights();
-  fq.calibrate(data, std::min<Index>(data.size(), 64), {}, 32);
-  return fq;
+  return calibrated(c, data, qc, seed);
+}
+
+// w4a8-g32 with groups of `group_size` along K and `scale_bits`-bit group scale multiples.
+quant::QuantConfig grouped_config(Index group_size, int scale_bits = 4) {
+  quant::QuantConfig qc = quant::QuantConfig::named("w4a8-g32");
+  for (auto k : {quant::WeightKind::kQkv, quant::WeightKind::kProj, quant::WeightKind::kFc1,
+                 quant::WeightKind::kFc2}) {
+    qc.weights[static_cast<std::size_t>(k)].granularity.group_size = group_size;
+    qc.weights[static_cast<std::size_t>(k)].group_scale_bits = scale_bits;
+  }
+  return qc;
 }
 
 Tensor<float, 4> image_batch(const model::LabeledImages& data, Index first, Index count) {
@@ -140,6 +156,10 @@ struct Fixture {
   // 7-bit weights: on AVX2 every linear layer takes the vpmaddubsw kernel without widening.
   quant::FakeQuantViT fq7 = calibrated(small_config(), calib.labeled(), "w7a8");
   quant::FakeQuantViT fq_odd = calibrated(odd_width_config(), calib.labeled());
+  // Per-group weights with integer group scales (groups of 8; the odd width's last is shorter).
+  quant::FakeQuantViT fq_group = calibrated(small_config(), calib.labeled(), grouped_config(8), 7);
+  quant::FakeQuantViT fq_group_odd =
+      calibrated(odd_width_config(), calib.labeled(), grouped_config(8), 7);
   // Log2 attention: 16 levels (P·V in two byte halves) and 8 levels (one GEMM).
   quant::FakeQuantViT fq_log2 = calibrated(small_config(), calib.labeled(), "w8a8-log2attn");
   quant::FakeQuantViT fq_log2_3 = calibrated(small_config(), calib.labeled(), "w8a8", 7, 3);
@@ -232,6 +252,10 @@ TEST_SUITE("engine") {
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("w7a8", f.fq7);
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("width 29",
                                                                                 f.fq_odd);
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("groups of 8",
+                                                                                f.fq_group);
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>(
+        "groups of 8, width 29", f.fq_group_odd);
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("log2 attention",
                                                                                 f.fq_log2);
     check_arch_matches_scalar<G, engine::softmax::Shiftmax, engine::act::TableGelu>(
@@ -340,6 +364,9 @@ TEST_SUITE("engine") {
     check_with(f.fq_log2, "log2 attention (4 bits)");
     check_with(f.fq_log2_3, "log2 attention (3 bits)");
     check_with(f.fq7, "w7a8 (7-bit keys and values)");
+    // Integer group scales: the engine's m·w codes compute what the simulation's σ·m scales do.
+    check_with(f.fq_group, "groups of 8 with 4-bit group scales", 0.1);
+    check_with(f.fq_group_odd, "groups of 8 with 4-bit group scales, width 29", 0.1);
     quant::QuantConfig kv4 = quant::QuantConfig::named("w8a8");
     for (auto site : {model::HookSite::kKey, model::HookSite::kValue}) {
       auto& spec = kv4.activations[static_cast<std::size_t>(site)];
@@ -406,14 +433,22 @@ TEST_SUITE("engine") {
                          doctest::Contains("same number of bits"), ArgumentError);
     CHECK_THROWS_WITH_AS(engine::IntViT<>(kv_config(3, 3), 1), doctest::Contains("4- to 8-bit"),
                          ArgumentError);
+    // Per-group weights need integer group scales whose products with the codes fit int8.
+    CHECK_THROWS_WITH_AS(
+        engine::IntViT<>(calibrated(small_config(), data, grouped_config(8, 0), 7)),
+        doctest::Contains("group_scale_bits"), ArgumentError);
+    CHECK_THROWS_WITH_AS(
+        engine::IntViT<>(calibrated(small_config(), data, grouped_config(8, 5), 7)),
+        doctest::Contains("beyond int8"), ArgumentError);
     auto log2_5 = calibrated(small_config(), data, "w8a8", 7, 5);  // weights beyond 2^15
     CHECK_THROWS_WITH_AS(engine::IntViT<>(log2_5, 1), doctest::Contains("1 to 4 bits"),
                          ArgumentError);
   }
 
-  // The shipped model, w8a8, w7a8, w4a8 and log2 attention (shipped_agreement above).
+  // The shipped model, w8a8, w7a8, w4a8 (per channel and per group) and log2 attention
+  // (shipped_agreement above).
   TEST_CASE("shipped model: engine top-1 within 0.3 points of the fake-quant simulation") {
-    for (const char* config : {"w8a8", "w7a8", "w4a8", "w8a8-log2attn"}) {
+    for (const char* config : {"w8a8", "w7a8", "w4a8", "w4a8-g32", "w8a8-log2attn"}) {
       INFO(std::string(config));
       shipped_agreement(config);
     }

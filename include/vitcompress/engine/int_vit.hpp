@@ -11,9 +11,12 @@
 // Built from a calibrated FakeQuantViT (weights quantized, activations calibrated) of the w8a8 or
 // w4a8 shape (QuantConfig::named("w8a8") / named("w4a8"), or any custom config with the same
 // point kinds):
-//   weights        Symmetric 8-bit or 4-bit, per output channel (or per tensor), chosen per
+//   weights        Symmetric 4- to 8-bit, per output channel (or per tensor), chosen per
 //                  layer: 4-bit layers run kernels::gemm_int4 on weights packed two per byte,
 //                  their scales folded into the same per-channel requantization as int8's;
+//                  or per group with integer group scales (group_scale_bits, w4a8-g32): each
+//                  code times its group's multiple m is an int8 code of a per-channel matrix
+//                  (quant/group_scales.hpp), run by the int8 kernels (int8 bytes in memory);
 //   activations    Asymmetric 8-bit per tensor at patch_input, qkv_input, query, proj_input,
 //                  fc1_input, fc2_input, head_input; Symmetric 4- to 8-bit per tensor at key,
 //                  value (the same for both; w7a8 has 7: the B operands of Q·Kᵀ and P·V then
@@ -22,10 +25,10 @@
 //                  map, w8a8-log2attn / w4a8-log2attn) at attention_probs;
 //   residual       Asymmetric 8-bit per tensor, with or without FQ-ViT's power-of-two factors
 //                  (PTF), at block_input, mlp_residual, final_norm_input.
-// Anything else (fp16, per-group weight scales, 4-bit activations, log2 with more bits) throws
-// ArgumentError naming the point: those engine paths are not built. (Per-group scales: each
-// group's int32 partial sum would need its own fixed-point ratio s_g/s_ref before the sum, an
-// integer path the 4-bit kernel does not expose; it sums the groups in float.)
+// Anything else (fp16, float per-group weight scales, 4-bit activations, log2 with more bits)
+// throws ArgumentError naming the point: those engine paths are not built. (Float group scales:
+// each group's int32 partial sum would need its own fixed-point ratio s_g/s_ref before the sum;
+// the 4-bit kernel's grouped form sums them in float.)
 //
 // The computation, per image (T tokens, D channels; codes q at scale s and zero point z mean
 // s·(q − z); the residual stream is stored as int16 r_c = q_c − z, channel c at scale s·2^α_c):
@@ -116,6 +119,7 @@
 #include "vitcompress/model/vit_hooks.hpp"
 #include "vitcompress/model/vit_weights.hpp"
 #include "vitcompress/quant/fake_quant_vit.hpp"
+#include "vitcompress/quant/group_scales.hpp"
 #include "vitcompress/quant/requantize.hpp"
 
 namespace vitc::engine {
@@ -236,19 +240,45 @@ inline QuantWeight quantize_weight(const quant::FakeQuantViT& fq, quant::WeightK
   const auto& s = wp->spec;
   const bool per_row =
       s.granularity.kind == quant::GranularityKind::kChannel && s.granularity.axis == 0;
+  const bool two_level =
+      s.granularity.kind == quant::GranularityKind::kGroup && s.group_scale_bits > 0;
   if (s.scheme.kind != quant::SchemeKind::kSymmetric || s.scheme.bits < 4 || s.scheme.bits > 8 ||
-      !(per_row || s.granularity.kind == quant::GranularityKind::kTensor))
+      !(per_row || two_level || s.granularity.kind == quant::GranularityKind::kTensor))
     VITC_THROW(ArgumentError("IntViT: weight " + name +
-                             " must be symmetric with 4 to 8 bits, per output channel or per "
-                             "tensor (per-group scales are not in the engine)"));
+                             " must be symmetric with 4 to 8 bits, per output channel, per "
+                             "tensor, or per group with integer group scales (group_scale_bits; "
+                             "float group scales are not in the engine)"));
   if (!wp->ready) VITC_THROW(ArgumentError("IntViT: weight " + name + " is not quantized"));
   const auto view = quant::FakeQuantViT::weight_view(fq.master_weights(), kind, block);
+  const Index rows = view.extent(0), cols = view.extent(1);
   QuantWeight q;
   q.bits = s.scheme.bits;
-  q.codes = Tensor<std::int8_t, 2>({view.extent(0), view.extent(1)});
+  q.codes = Tensor<std::int8_t, 2>({rows, cols});
   quant::quantize<std::int8_t>(view, wp->params, q.codes.view(), name);
-  q.scales.resize(static_cast<std::size_t>(view.extent(0)));
-  for (Index r = 0; r < view.extent(0); ++r)
+  q.scales.resize(static_cast<std::size_t>(rows));
+  if (two_level) {
+    // Σ_g σ·m_g·Σ_k w·a = σ·Σ_k (m_g·w)·a: one per-channel int8 matrix of codes m·w with scale σ
+    // (quant/group_scales.hpp), run by the int8 kernels.
+    const std::int32_t levels = quant::group_scale_levels(s.group_scale_bits);
+    const std::int32_t widest = std::max(-s.scheme.qmin(), s.scheme.qmax()) * levels;
+    if (widest > 127)
+      VITC_THROW(ArgumentError("IntViT: weight " + name + ": " + std::to_string(s.scheme.bits) +
+                               "-bit codes times group scale multiples up to " +
+                               std::to_string(levels) + " reach " + std::to_string(widest) +
+                               ", beyond int8 (use fewer group_scale_bits)"));
+    const auto split = quant::split_group_scales(wp->params, rows, s.group_scale_bits, name);
+    const Index g = s.granularity.group_size, per_row_groups = (cols + g - 1) / g;
+    for (Index r = 0; r < rows; ++r) {
+      q.scales[static_cast<std::size_t>(r)] = split.row_scale[static_cast<std::size_t>(r)];
+      for (Index c = 0; c < cols; ++c)
+        q.codes(r, c) = static_cast<std::int8_t>(
+            q.codes(r, c) *
+            split.multipliers[static_cast<std::size_t>(r * per_row_groups + c / g)]);
+    }
+    q.bits = 8;  // the products m·w are int8 codes
+    return q;
+  }
+  for (Index r = 0; r < rows; ++r)
     q.scales[static_cast<std::size_t>(r)] = wp->params.scales[per_row ? r : 0];
   return q;
 }

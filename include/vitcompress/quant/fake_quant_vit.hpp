@@ -415,6 +415,8 @@ class FakeQuantViT {
       AnyObserver obs = make_observer(w.spec.observer, w.spec.granularity);
       observe(obs, v, w.name);
       w.params = observer_params(obs, w.spec.scheme, w.name);
+      if (w.spec.group_scale_bits > 0)
+        snap_group_scales(w.params, v.extent(0), w.spec.group_scale_bits, w.name);
       w.ready = true;
     }
     dirty_ = true;
@@ -466,7 +468,10 @@ class FakeQuantViT {
       VITC_THROW(ArgumentError("learned scales: quantize the weights first (quantize_weights())"));
     hooks_.enable_learned_scales();
     for (WeightPoint& w : weights_) {
-      if (!w.spec.needs_calibration() || !detail::is_affine(w.spec.scheme)) continue;
+      // Integer group scales stay as snapped: learned ones would leave the σ·m form.
+      if (!w.spec.needs_calibration() || !detail::is_affine(w.spec.scheme) ||
+          w.spec.group_scale_bits > 0)
+        continue;
       w.base_scales = w.params.scales;
       w.log_scale.assign(w.base_scales.size(), 0.0f);
       w.log_scale_grad.assign(w.base_scales.size(), 0.0f);

@@ -15,7 +15,9 @@
 // patch embedding and the head stay 8-bit in every integer configuration, as is usual (PackQViT
 // keeps its head at 8 bits), except in w7a8: w8a8 with every weight, key and value at 7 bits
 // (symmetric codes in [−63, 63], MSE observer), the operands for which the AVX2 int8 GEMM needs
-// no widening (vpmaddubsw's pair sums cannot saturate; kernels/detail/gemm_int8_avx2.hpp). Per
+// no widening (vpmaddubsw's pair sums cannot saturate; kernels/detail/gemm_int8_avx2.hpp).
+// w4a8-g32 is w4a8 with qkv, proj, fc1 and fc2 scaled per group of 32 along K, each group's scale
+// a 4-bit multiple of one step per row (group_scale_bits = 4, quant/group_scales.hpp). Per
 // point:
 //
 // clang-format off
@@ -48,8 +50,8 @@
 //    "overrides": {"blocks.0.mlp.fc1.weight": SPEC, "blocks.5.fc2_input": SPEC}}
 // where SPEC = {"scheme": "symmetric", "bits": 4, "granularity": "tensor"|"channel"|"group",
 // "axis": 0, "group_size": 32, "observer": "minmax"|"ema"|"percentile"|"mse", "percentile": 99.99,
-// "momentum": 0.1, "max_samples": 32768, "ptf": false}. Within "weights", "activations" and
-// "overrides" a SPEC may be partial: missing keys keep the value it replaces (so
+// "momentum": 0.1, "max_samples": 32768, "ptf": false, "group_scale_bits": 4}. Within "weights",
+// "activations" and "overrides" a SPEC may be partial: missing keys keep the value it replaces (so
 // {"bits": 8} raises one layer to 8 bits). Unknown keys or names are a FormatError naming them.
 
 #include <algorithm>
@@ -63,6 +65,7 @@
 #include "vitcompress/core/error.hpp"
 #include "vitcompress/model/vit_hooks.hpp"
 #include "vitcompress/quant/granularity.hpp"
+#include "vitcompress/quant/group_scales.hpp"
 #include "vitcompress/quant/observer.hpp"
 #include "vitcompress/quant/quantizer.hpp"
 #include "vitcompress/quant/scheme.hpp"
@@ -75,6 +78,10 @@ struct TensorQuantSpec {
   GranularitySpec granularity;
   ObserverSpec observer;
   bool ptf = false;  // Power-of-Two Factor (Asymmetric per-tensor sites over [rows, channels])
+  // Per-group weights: 0 keeps float group scales; b in [1, 8] makes every group scale an
+  // integer multiple in [1, 2^b − 1] of one step per row (quant/group_scales.hpp), the form the
+  // integer engine runs.
+  int group_scale_bits = 0;
 
   [[nodiscard]] bool quantized() const noexcept { return scheme.kind != SchemeKind::kNone; }
   [[nodiscard]] bool needs_calibration() const noexcept {
@@ -87,6 +94,15 @@ struct TensorQuantSpec {
       VITC_THROW(ArgumentError(what + ": the power-of-two factor needs the asymmetric scheme"));
     if (ptf && granularity.kind != GranularityKind::kTensor)
       VITC_THROW(ArgumentError(what + ": the power-of-two factor refines a per-tensor scale"));
+    if (group_scale_bits != 0) {
+      if (group_scale_bits < 1 || group_scale_bits > kMaxGroupScaleBits)
+        VITC_THROW(ArgumentError(what + ": group_scale_bits = " + std::to_string(group_scale_bits) +
+                                 " must be 0 or in [1, " + std::to_string(kMaxGroupScaleBits) +
+                                 "]"));
+      if (granularity.kind != GranularityKind::kGroup || scheme.kind != SchemeKind::kSymmetric)
+        VITC_THROW(ArgumentError(
+            what + ": group_scale_bits needs symmetric weights with per-group granularity"));
+    }
   }
   friend bool operator==(const TensorQuantSpec&, const TensorQuantSpec&) = default;
 };
@@ -176,6 +192,9 @@ struct QuantConfig {
       const auto site = static_cast<model::HookSite>(s);
       const auto& spec = activations[static_cast<std::size_t>(s)];
       spec.validate(std::string("activations.") + model::to_string(site));
+      if (spec.group_scale_bits != 0)
+        VITC_THROW(ArgumentError(std::string("activations.") + model::to_string(site) +
+                                 ": group_scale_bits applies to weights only"));
       if (spec.ptf && !is_residual_site(site))
         VITC_THROW(
             ArgumentError(std::string("activations.") + model::to_string(site) +
@@ -187,7 +206,7 @@ struct QuantConfig {
   }
 
   [[nodiscard]] static std::vector<std::string> names() {
-    return {"fp16", "w8a8", "w7a8", "w8a8-log2attn", "w4a8", "w4a8-log2attn", "w4a4"};
+    return {"fp16", "w8a8", "w7a8", "w8a8-log2attn", "w4a8", "w4a8-g32", "w4a8-log2attn", "w4a4"};
   }
   // A named configuration (see the table above); ArgumentError listing the names otherwise.
   [[nodiscard]] static QuantConfig named(const std::string& name);
@@ -224,6 +243,7 @@ inline nlohmann::json spec_to_json(const TensorQuantSpec& s) {
   if (s.observer.kind == ObserverKind::kMovingAverage) j["momentum"] = s.observer.momentum;
   if (s.observer.kind == ObserverKind::kMse) j["max_samples"] = s.observer.max_samples;
   j["ptf"] = s.ptf;
+  if (s.group_scale_bits != 0) j["group_scale_bits"] = s.group_scale_bits;
   return j;
 }
 
@@ -274,6 +294,9 @@ inline TensorQuantSpec spec_from_json(const nlohmann::json& j, TensorQuantSpec s
     } else if (key == "ptf") {
       need(v.is_boolean(), "a boolean");
       s.ptf = v.get<bool>();
+    } else if (key == "group_scale_bits") {
+      need(v.is_number_integer(), "an integer");
+      s.group_scale_bits = v.get<int>();
     } else {
       VITC_THROW(FormatError(at + ": unknown key"));
     }
@@ -320,7 +343,7 @@ inline QuantConfig QuantConfig::named(const std::string& name) {
     wbits = 7, abits = 8;
   } else if (name == "w8a8-log2attn") {
     wbits = 8, abits = 8, attention = K::kLog2, attention_bits = 4;
-  } else if (name == "w4a8") {
+  } else if (name == "w4a8" || name == "w4a8-g32") {
     wbits = 4, abits = 8;
   } else if (name == "w4a8-log2attn") {
     wbits = 4, abits = 8, attention = K::kLog2, attention_bits = 4;
@@ -333,8 +356,13 @@ inline QuantConfig QuantConfig::named(const std::string& name) {
   }
   const ObserverKind wobs = wbits < 8 ? ObserverKind::kMse : ObserverKind::kMinMax;
   const ObserverKind aobs = abits < 8 ? ObserverKind::kMse : ObserverKind::kMinMax;
-  for (WeightKind k : {WeightKind::kQkv, WeightKind::kProj, WeightKind::kFc1, WeightKind::kFc2})
+  for (WeightKind k : {WeightKind::kQkv, WeightKind::kProj, WeightKind::kFc1, WeightKind::kFc2}) {
     wt(k) = make_spec(K::kSymmetric, wbits, kPerOutChannel, wobs);
+    if (name == "w4a8-g32") {  // groups of 32 along K, scales 4-bit multiples of a row step
+      wt(k).granularity = {GranularityKind::kGroup, 0, 32};
+      wt(k).group_scale_bits = 4;
+    }
+  }
   const int edge_bits = wbits == 7 ? 7 : 8;  // patch embedding and head
   const ObserverKind edge_obs = edge_bits < 8 ? ObserverKind::kMse : ObserverKind::kMinMax;
   wt(WeightKind::kPatchEmbed) = make_spec(K::kSymmetric, edge_bits, kPerOutChannel, edge_obs);

@@ -39,7 +39,8 @@
 //   made: images, QAT epochs, seconds).
 //
 // Loading validates everything: required tensors present (FormatError), shapes (ShapeError),
-// dtypes (FormatError), scales finite and positive, codes in range (ArgumentError), every tensor
+// dtypes (FormatError), scales finite and positive (and integer multiples of a row step where the
+// config sets group_scale_bits), codes in range (ArgumentError), every tensor
 // used (an unknown tensor is a FormatError), each message naming the tensor. The loaded model's
 // simulated weights are bit-identical to those of the model that was saved (dequantize(quantize
 // (w)) is idempotent), so it computes the same logits.
@@ -322,6 +323,8 @@ inline TensorQuantParams read_params(const io::SafetensorsReader& r, const std::
                             wp->rows, wp->cols),
         used);
     p.validate(wp->rows, wp->cols, ref.name);
+    if (wp->spec.group_scale_bits > 0)  // integer multiples of a row step, as the config says
+      (void)split_group_scales(p, wp->rows, wp->spec.group_scale_bits, ref.name);
     const TensorView<float, 2> out(ref.values.data(), {wp->rows, wp->cols});
     if (storage == "int4") {
       const auto packed = detail::read_values<std::uint8_t>(
