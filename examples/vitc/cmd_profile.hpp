@@ -21,6 +21,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cmd_quantize.hpp"
 #include "common.hpp"
 #include "vitcompress/core/error.hpp"
 #include "vitcompress/core/parallel_for.hpp"
@@ -57,7 +58,7 @@ inline Tensor<float, 4> random_images(const model::ViTConfig& c, Index batch, st
 inline std::unique_ptr<quant::FakeQuantViT> calibrate_random(model::ViTWeights<float> weights,
                                                              const std::string& config) {
   auto fq =
-      std::make_unique<quant::FakeQuantViT>(std::move(weights), quant::QuantConfig::named(config));
+      std::make_unique<quant::FakeQuantViT>(std::move(weights), quant_config_from_option(config));
   fq->quantize_weights();
   const auto& c = fq->master_weights().config;
   const auto images = random_images(c, 2, 3);
@@ -237,7 +238,9 @@ void register_profile(CLI::App& app, CommonOptions& common, AddCommon add_common
                   "Quantized or float checkpoint, or deit_tiny|deit_small|deit_base|"
                   "fashion_mnist_vit (random weights)")
       ->required();
-  sub->add_option("--quant", o->quant, "Configuration for a float model")->capture_default_str();
+  sub->add_option("--quant", o->quant,
+                  "Configuration for a float model: a name or a JSON file (as vitc quantize)")
+      ->capture_default_str();
   sub->add_option("--runs", o->runs, "Timed runs")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();

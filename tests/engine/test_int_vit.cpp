@@ -89,13 +89,15 @@ quant::FakeQuantViT calibrated(const model::ViTConfig& c, const model::LabeledIm
   return calibrated(c, data, qc, seed);
 }
 
-// w4a8-g32 with groups of `group_size` along K and `scale_bits`-bit group scale multiples.
-quant::QuantConfig grouped_config(Index group_size, int scale_bits = 4) {
+// w4a8-g32 with groups of `group_size` along K, `scale_bits`-bit group scale multiples and
+// `bits`-bit weights.
+quant::QuantConfig grouped_config(Index group_size, int scale_bits = 4, int bits = 4) {
   quant::QuantConfig qc = quant::QuantConfig::named("w4a8-g32");
   for (auto k : {quant::WeightKind::kQkv, quant::WeightKind::kProj, quant::WeightKind::kFc1,
                  quant::WeightKind::kFc2}) {
     qc.weights[static_cast<std::size_t>(k)].granularity.group_size = group_size;
     qc.weights[static_cast<std::size_t>(k)].group_scale_bits = scale_bits;
+    qc.weights[static_cast<std::size_t>(k)].scheme.bits = bits;
   }
   return qc;
 }
@@ -156,10 +158,15 @@ struct Fixture {
   // 7-bit weights: on AVX2 every linear layer takes the vpmaddubsw kernel without widening.
   quant::FakeQuantViT fq7 = calibrated(small_config(), calib.labeled(), "w7a8");
   quant::FakeQuantViT fq_odd = calibrated(odd_width_config(), calib.labeled());
-  // Per-group weights with integer group scales (groups of 8; the odd width's last is shorter).
+  // Per-group weights with integer group scales: 4-bit codes times 4-bit multiples (<= 120) and
+  // 6-bit codes times 2-bit multiples (<= 93, groups of 12) as int8 codes; 4-bit codes times
+  // 5-bit multiples through the 4-bit kernel's integer groups (groups of 8; the odd width's last
+  // is shorter).
   quant::FakeQuantViT fq_group = calibrated(small_config(), calib.labeled(), grouped_config(8), 7);
   quant::FakeQuantViT fq_group_odd =
-      calibrated(odd_width_config(), calib.labeled(), grouped_config(8), 7);
+      calibrated(odd_width_config(), calib.labeled(), grouped_config(8, 5), 7);
+  quant::FakeQuantViT fq_group6 =
+      calibrated(small_config(), calib.labeled(), grouped_config(12, 2, 6), 7);
   // Log2 attention: 16 levels (P·V in two byte halves) and 8 levels (one GEMM).
   quant::FakeQuantViT fq_log2 = calibrated(small_config(), calib.labeled(), "w8a8-log2attn");
   quant::FakeQuantViT fq_log2_3 = calibrated(small_config(), calib.labeled(), "w8a8", 7, 3);
@@ -256,6 +263,8 @@ TEST_SUITE("engine") {
                                                                                 f.fq_group);
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>(
         "groups of 8, width 29", f.fq_group_odd);
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>(
+        "6-bit groups as int8", f.fq_group6);
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("log2 attention",
                                                                                 f.fq_log2);
     check_arch_matches_scalar<G, engine::softmax::Shiftmax, engine::act::TableGelu>(
@@ -267,6 +276,12 @@ TEST_SUITE("engine") {
     engine::IntViT<> e8(f.fq, 48), e4(f.fq4, 48);
     // qkv, proj, fc1, fc2 at 4 bits: those layers' bytes halve (patch embedding and head stay 8).
     CHECK(e4.weight_bytes() < e8.weight_bytes() * 3 / 4);
+    // So do 4-bit integer groups with 5-bit multiples (the 4-bit kernel), not those whose codes
+    // m·w fit int8 (run as int8 codes).
+    CHECK(engine::IntViT<>(f.fq_group_odd, 1).weight_bytes() <
+          engine::IntViT<>(f.fq_odd, 1).weight_bytes() * 3 / 4);
+    CHECK(engine::IntViT<>(f.fq_group, 1).weight_bytes() == e8.weight_bytes());
+    CHECK(engine::IntViT<>(f.fq_group6, 1).weight_bytes() == e8.weight_bytes());
     const auto z = run(e4, f.x);
     Tensor<float, 2> zf({f.x.extent(0), 10});
     f.fq4.predict(f.x.cview(), zf.view());
@@ -366,7 +381,8 @@ TEST_SUITE("engine") {
     check_with(f.fq7, "w7a8 (7-bit keys and values)");
     // Integer group scales: the engine's m·w codes compute what the simulation's σ·m scales do.
     check_with(f.fq_group, "groups of 8 with 4-bit group scales", 0.1);
-    check_with(f.fq_group_odd, "groups of 8 with 4-bit group scales, width 29", 0.1);
+    check_with(f.fq_group_odd, "groups of 8 with 5-bit group scales, width 29", 0.1);
+    check_with(f.fq_group6, "6-bit weights, groups of 12 with 2-bit group scales", 0.1);
     quant::QuantConfig kv4 = quant::QuantConfig::named("w8a8");
     for (auto site : {model::HookSite::kKey, model::HookSite::kValue}) {
       auto& spec = kv4.activations[static_cast<std::size_t>(site)];
@@ -438,7 +454,7 @@ TEST_SUITE("engine") {
         engine::IntViT<>(calibrated(small_config(), data, grouped_config(8, 0), 7)),
         doctest::Contains("group_scale_bits"), ArgumentError);
     CHECK_THROWS_WITH_AS(
-        engine::IntViT<>(calibrated(small_config(), data, grouped_config(8, 5), 7)),
+        engine::IntViT<>(calibrated(small_config(), data, grouped_config(8, 2, 8), 7)),
         doctest::Contains("beyond int8"), ArgumentError);
     auto log2_5 = calibrated(small_config(), data, "w8a8", 7, 5);  // weights beyond 2^15
     CHECK_THROWS_WITH_AS(engine::IntViT<>(log2_5, 1), doctest::Contains("1 to 4 bits"),

@@ -101,6 +101,14 @@ std::vector<Dims> shapes() {
   return out;
 }
 
+// Integer group multipliers in [1, 255] (all 255 when `widest`).
+std::vector<std::int32_t> random_multipliers(Index count, bool widest, std::mt19937& rng) {
+  std::uniform_int_distribution<std::int32_t> d(1, 255);
+  std::vector<std::int32_t> m(static_cast<std::size_t>(count));
+  for (auto& v : m) v = widest ? 255 : d(rng);
+  return m;
+}
+
 std::vector<float> random_scales(Index count, std::mt19937& rng) {
   std::uniform_real_distribution<float> d(1e-4f, 2e-2f);
   std::vector<float> s(static_cast<std::size_t>(count));
@@ -216,6 +224,20 @@ TEST_SUITE("kernels") {
       Tensor<float, 2> fgot({d.m, d.n});
       kn::gemm_int4_grouped<arch::Scalar>(a.cview(), 7, 0.05f, pg, bias, fgot.view());
       CHECK(same(naive_grouped(a, 7, w, sg, g, 0.05f, bias), fgot));
+      // Integer groups: Σ_g m·P_g.
+      const Index groups = std::max<Index>(1, (d.k + g - 1) / g);
+      const auto mg = random_multipliers(groups * d.n, false, rng);
+      const auto pi = kn::PackedWeightsInt4::with_group_multipliers(w.cview(), mg, g);
+      for (Index i = 0; i < d.m; ++i)
+        for (Index j = 0; j < d.n; ++j) {
+          std::int64_t sum = 0;
+          for (Index q = 0; q < groups; ++q)
+            sum += mg[static_cast<std::size_t>(q * d.n + j)] *
+                   naive_partial(a, 7, w, i, j, q * g, std::min(d.k, q * g + g));
+          want(i, j) = static_cast<std::int32_t>(sum);
+        }
+      kn::gemm_int4<arch::Scalar>(a.cview(), 7, pi, got.view());
+      CHECK(same(want, got));
     }
   }
 
@@ -266,6 +288,15 @@ TEST_SUITE("kernels") {
             kn::gemm_int4_grouped<arch::Scalar>(a.cview(), -5, 1.5f, pg, {}, fref.view());
             kn::gemm_int4_grouped<Tag>(a.cview(), -5, 1.5f, pg, {}, fgot.view());
             CHECK(same(fref, fgot));
+            // Integer groups (multipliers all 255 with extreme operands: the int32 bound).
+            const auto pi = kn::PackedWeightsInt4::with_group_multipliers(
+                w.cview(), random_multipliers(groups * d.n, fw != Fill::kRandom, rng), g);
+            kn::gemm_int4<arch::Scalar>(au.cview(), 255, pi, ref.view());
+            kn::gemm_int4<Tag>(au.cview(), 255, pi, got.view());
+            CHECK(same(ref, got));
+            kn::gemm_int4<arch::Scalar>(a.cview(), -128, pi, ref.view());
+            kn::gemm_int4<Tag>(a.cview(), -128, pi, got.view());
+            CHECK(same(ref, got));
           }
           ++cases;
         }
@@ -308,6 +339,15 @@ TEST_SUITE("kernels") {
     kn::gemm_int4_grouped<arch::Scalar>(a, 100, 0.5f, pg, {}, fref.view());
     kn::gemm_int4_grouped<Tag>(a, 100, 0.5f, pg, {}, fgot.view(), pool);
     CHECK(same(fref, fgot));
+    // Integer groups through the requantizing pipeline, on two threads.
+    const auto pi = kn::PackedWeightsInt4::with_group_multipliers(
+        w.cview(), random_multipliers(3 * n, false, rng), 32);
+    std::vector<kn::FixedPointMultiplier> small;
+    for (float sc : scales) small.push_back(kn::fixed_point_from_scale(sc * 0.002));
+    const P ipipe{{small}, {-3}, {}};
+    kn::gemm_int4<arch::Scalar>(a, 100, pi, ipipe, ref.view());
+    kn::gemm_int4<Tag>(a, 100, pi, ipipe, got.view(), pool);
+    CHECK(same(ref, got));
   }
 
   TEST_CASE("gemm_int4: argument errors") {
@@ -320,6 +360,28 @@ TEST_SUITE("kernels") {
                          doctest::Contains("gemm_int4_grouped"), vitc::ArgumentError);
     CHECK_THROWS_AS(kn::gemm_int4_grouped(a.cview(), 0, 1.0f, pc, {}, f.view()),
                     vitc::ArgumentError);
+    // Integer groups: gemm_int4 only; multipliers in [1, 255], one per group and column, and no
+    // depth whose sum could overflow int32.
+    const auto pi = kn::PackedWeightsInt4::with_group_multipliers(
+        w.cview(), std::vector<std::int32_t>(10, 3), 8);
+    CHECK_NOTHROW(kn::gemm_int4(a.cview(), 0, pi, c.view()));
+    CHECK_THROWS_WITH_AS(kn::gemm_int4_grouped(a.cview(), 0, 1.0f, pi, {}, f.view()),
+                         doctest::Contains("integer group multipliers"), vitc::ArgumentError);
+    CHECK_THROWS_WITH_AS((void)kn::PackedWeightsInt4::with_group_multipliers(
+                             w.cview(), std::vector<std::int32_t>(10, 256), 8),
+                         doctest::Contains("256"), vitc::ArgumentError);
+    CHECK_THROWS_AS((void)kn::PackedWeightsInt4::with_group_multipliers(
+                        w.cview(), std::vector<std::int32_t>(9, 1), 8),
+                    vitc::ArgumentError);
+    CHECK_THROWS_AS((void)kn::PackedWeightsInt4::with_group_multipliers(
+                        w.cview(), std::vector<std::int32_t>(5, 1), 0),
+                    vitc::ArgumentError);
+    Tensor<std::int8_t, 2> deep({4200, 1});
+    CHECK_THROWS_WITH_AS((void)kn::PackedWeightsInt4::with_group_multipliers(
+                             deep.cview(), std::vector<std::int32_t>(132, 255), 32),
+                         doctest::Contains("overflow"), vitc::ArgumentError);
+    CHECK_NOTHROW((void)kn::PackedWeightsInt4::with_group_multipliers(
+        deep.cview(), std::vector<std::int32_t>(132, 250), 32));
     std::vector<float> short_bias(3);
     CHECK_THROWS_AS(kn::gemm_int4_grouped(a.cview(), 0, 1.0f, pg, short_bias, f.view()),
                     vitc::ArgumentError);

@@ -15,6 +15,10 @@
 //     exact int32 accumulation and the same output stages as gemm_int8 (kernels/output_stage.hpp);
 //     the weight scales are folded by the caller into the pipeline (requantize or dequantize).
 //
+//   gemm_int4(a, za, w, pipeline, c)             integer groups (with_group_multipliers):
+//       C[i][j] = pipeline( Σ_g m(g, j)·P_g[i][j] , j )     (exact int32, P_g as below)
+//     the caller folds one step per column into the pipeline (quant/group_scales.hpp);
+//
 //   gemm_int4_grouped(a, za, a_scale, w, bias, c) per-group weights (group_size() = G):
 //       P_g[i][j] = Σ_{k in group g} (A[i][k] − za) · w[k][j]            (exact int32)
 //       S = 0;  for g = 0, 1, ...:  S = fma(float(P_g), scale(g, j), S)   (fused, in this order)
@@ -24,7 +28,8 @@
 // Operands and limits as in gemm_int8: A any strides, a_zero_point in A's type range, C column
 // stride 1, K <= 65536. Paths: arch::Scalar (the definition), arch::Xsimd<A>, arch::Avx2
 // (vpmaddubsw on nibbles, which cannot saturate), arch::Avx512Vnni (vpdpbusd with the nibbles as
-// the unsigned operand); arch::Auto dispatches at run time (VITC_ARCH honoured). `policy`
+// the unsigned operand; integer groups run the AVX2 tiles); arch::Auto dispatches at run time
+// (VITC_ARCH honoured). `policy`
 // splits column panels across threads; the result does not depend on the thread count.
 //
 // Errors: ShapeError for mismatched shapes; ArgumentError for a zero point out of range, the wrong
@@ -108,8 +113,8 @@ void gemm_int4(TensorView<AT, 2> a, std::int32_t a_zero_point, const PackedWeigh
                GemmWorkspace* workspace = nullptr) {
   static_assert(std::is_same_v<pipeline_output_t<Pipeline>, OutT>,
                 "gemm_int4: C's element type must be the output pipeline's result type");
-  if (w.group_size() != 0)
-    VITC_THROW(ArgumentError("gemm_int4: the weights have per-group scales (group_size = " +
+  if (w.group_size() != 0 && !w.integer_groups())
+    VITC_THROW(ArgumentError("gemm_int4: the weights have float per-group scales (group_size = " +
                              std::to_string(w.group_size()) + "); use gemm_int4_grouped"));
   validate_pipeline(pipeline, w.cols());
   auto& pol = policy;
@@ -133,10 +138,11 @@ void gemm_int4_grouped(TensorView<AT, 2> a, std::int32_t a_zero_point, float a_s
                        const PackedWeightsInt4& w, std::span<const float> bias,
                        TensorView<float, 2> c, Policy&& policy = Policy{},
                        GemmWorkspace* workspace = nullptr) {
-  if (w.group_size() == 0)
+  if (w.group_size() == 0 || w.integer_groups())
     VITC_THROW(
-        ArgumentError("gemm_int4_grouped: the weights have per-channel scales; use "
-                      "gemm_int4 with a dequantize or requantize stage"));
+        ArgumentError(std::string("gemm_int4_grouped: the weights have ") +
+                      (w.integer_groups() ? "integer group multipliers" : "per-channel scales") +
+                      "; use gemm_int4 with a dequantize or requantize stage"));
   if (!bias.empty() && static_cast<Index>(bias.size()) != w.cols())
     VITC_THROW(ArgumentError("gemm_int4_grouped: bias has " + std::to_string(bias.size()) +
                              " values for " + std::to_string(w.cols()) + " columns"));

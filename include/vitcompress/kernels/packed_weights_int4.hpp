@@ -32,10 +32,15 @@
 // group_size() = G (a multiple of 8: 32, 64, 128 in practice): scale(g, n) for the groups
 // g = 0 .. groups() − 1 of G consecutive k (the last one may be shorter); the GEMM accumulates
 // each group in int32 and sums scale·partial in float. group_column_sums(g)[n] = Σ_{k in g} w.
+// Integer groups (with_group_multipliers): group_size() = G and an integer multiplier m(g, n) per
+// group instead of a float scale; the GEMM then sums m·partial exactly in int32 and applies an
+// ordinary output pipeline, into which the caller folds one step per column (the form of
+// quant/group_scales.hpp, where the group scale is step·m).
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <vector>
@@ -89,6 +94,46 @@ class PackedWeightsInt4 {
     return from_out_in(codes.cview(), scales, w.group_size);
   }
 
+  // Per-group weights with integer group multipliers: w as a K×N view of values in [−8, 7],
+  // `multipliers` groups()·N values in [1, 255], group-major. Throws ArgumentError for a group size
+  // that is not a positive multiple of 8, a multiplier out of range or a wrong count, or when
+  // K·2040·max m could overflow the int32 sum Σ_g m·partial (2040 = 255·8 bounds |a·w|).
+  [[nodiscard]] static PackedWeightsInt4 with_group_multipliers(
+      TensorView<const std::int8_t, 2> w, std::span<const std::int32_t> multipliers,
+      Index group_size) {
+    if (group_size <= 0)
+      VITC_THROW(
+          ArgumentError("PackedWeightsInt4: integer group multipliers need a group size "
+                        "> 0, got " +
+                        std::to_string(group_size)));
+    PackedWeightsInt4 p;
+    const Index k = w.extent(0), n = w.extent(1);
+    const Index groups = std::max<Index>(1, (k + group_size - 1) / group_size);
+    p.pack(w, std::vector<float>(static_cast<std::size_t>(groups * n), 1.0f), group_size);
+    if (static_cast<Index>(multipliers.size()) != groups * n)
+      VITC_THROW(ArgumentError("PackedWeightsInt4: " + std::to_string(multipliers.size()) +
+                               " group multipliers given, expected " + std::to_string(groups * n)));
+    std::int64_t widest = 1;
+    for (std::int32_t m : multipliers) {
+      if (m < 1 || m > 255)
+        VITC_THROW(ArgumentError("PackedWeightsInt4: group multiplier " + std::to_string(m) +
+                                 " is outside [1, 255]"));
+      widest = std::max<std::int64_t>(widest, m);
+    }
+    if (std::int64_t{k} * 2040 * widest > std::numeric_limits<std::int32_t>::max())
+      VITC_THROW(ArgumentError("PackedWeightsInt4: depth " + std::to_string(k) +
+                               " with group multipliers up to " + std::to_string(widest) +
+                               " could overflow the int32 sum"));
+    const Index np = p.panels() * kPanel;
+    p.int_groups_ = true;
+    p.mults_.assign(static_cast<std::size_t>(groups * np), 0);
+    for (Index g = 0; g < groups; ++g)
+      for (Index c = 0; c < n; ++c)
+        p.mults_[static_cast<std::size_t>(g * np + c)] =
+            multipliers[static_cast<std::size_t>(g * n + c)];
+    return p;
+  }
+
   [[nodiscard]] Index depth() const noexcept { return k_; }
   [[nodiscard]] Index cols() const noexcept { return n_; }
   [[nodiscard]] Index group_size() const noexcept { return group_; }
@@ -110,6 +155,15 @@ class PackedWeightsInt4 {
   // panels()·16 floats of group g: scale(g, n), 0 beyond N (for vector loads).
   [[nodiscard]] const float* padded_scales(Index g) const noexcept {
     return padded_scales_.data() + g * panels() * kPanel;
+  }
+  // Whether the groups carry integer multipliers (with_group_multipliers) instead of scales.
+  [[nodiscard]] bool integer_groups() const noexcept { return int_groups_; }
+  // panels()·16 int32 of group g: m(g, n), 0 beyond N (integer groups only).
+  [[nodiscard]] const std::int32_t* padded_multipliers(Index g) const noexcept {
+    return mults_.data() + g * panels() * kPanel;
+  }
+  [[nodiscard]] std::int32_t multiplier(Index g, Index n) const noexcept {
+    return padded_multipliers(g)[n];
   }
   // panels()·16 int32 of group g: Σ_{k in g} w[k][n], 0 beyond N.
   [[nodiscard]] const std::int32_t* group_column_sums(Index g) const noexcept {
@@ -172,9 +226,10 @@ class PackedWeightsInt4 {
   }
 
   Index k_ = 0, n_ = 0, group_ = 0;
+  bool int_groups_ = false;
   Tensor<std::uint8_t, 1> data_;
   std::vector<float> scales_, padded_scales_;
-  std::vector<std::int32_t> col_sums_;
+  std::vector<std::int32_t> col_sums_, mults_;
 };
 
 }  // namespace vitc::kernels

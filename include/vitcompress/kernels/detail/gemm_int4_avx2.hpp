@@ -67,6 +67,17 @@ VITC_TARGET_AVX2 void gemm_s8u4_tile_c8_avx2(const Int4TileArgs& t) noexcept {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (i / H) * t.ldd + 8 * (i % H)), acc[i]);
 }
 
+// acc = P_g, the exact partial sums of group g.
+template <int MR, int H>
+VITC_TARGET_AVX2 VITC_ALWAYS_INLINE void avx2_4_group(__m256i* acc, const Int4TileArgs& t,
+                                                      Index g) noexcept {
+  avx2_4_init<MR, H>(acc, t.colcorr + g * t.group_stride, t.rowsums + g, t.rs_stride);
+  const Index b0 = g * t.group_blocks, b1 = std::min(t.kblocks, b0 + t.group_blocks);
+  for (Index bk = b0; bk < b1; ++bk)
+    avx2_4_block<H>(std::make_integer_sequence<int, MR>{}, std::make_integer_sequence<int, H>{},
+                    acc, t.a, t.lda, t.b, t.panel_bytes, bk);
+}
+
 template <int MR, int NV>
 VITC_TARGET_AVX2 void gemm_s8u4_tile_c8_grouped_avx2(const Int4TileArgs& t) noexcept {
   constexpr int H = 2 * NV;
@@ -75,11 +86,7 @@ VITC_TARGET_AVX2 void gemm_s8u4_tile_c8_grouped_avx2(const Int4TileArgs& t) noex
   for (int i = 0; i < MR * H; ++i) facc[i] = _mm256_setzero_ps();
   for (Index g = 0; g < t.groups; ++g) {
     __m256i acc[MR * H];
-    avx2_4_init<MR, H>(acc, t.colcorr + g * t.group_stride, t.rowsums + g, t.rs_stride);
-    const Index b0 = g * t.group_blocks, b1 = std::min(t.kblocks, b0 + t.group_blocks);
-    for (Index bk = b0; bk < b1; ++bk)
-      avx2_4_block<H>(std::make_integer_sequence<int, MR>{}, std::make_integer_sequence<int, H>{},
-                      acc, t.a, t.lda, t.b, t.panel_bytes, bk);
+    avx2_4_group<MR, H>(acc, t, g);
     const float* sc = t.scales + g * t.group_stride;
 #pragma GCC unroll 32
     for (int i = 0; i < MR * H; ++i)
@@ -95,31 +102,64 @@ VITC_TARGET_AVX2 void gemm_s8u4_tile_c8_grouped_avx2(const Int4TileArgs& t) noex
   }
 }
 
-template <bool kGrouped, int I>
+// Integer groups: int32 dst[r][0 .. 8·H) = Σ_g m_g·P_g (exact; see PackedWeightsInt4).
+template <int MR, int NV>
+VITC_TARGET_AVX2 void gemm_s8u4_tile_c8_int_grouped_avx2(const Int4TileArgs& t) noexcept {
+  constexpr int H = 2 * NV;
+  __m256i total[MR * H];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR * H; ++i) total[i] = _mm256_setzero_si256();
+  for (Index g = 0; g < t.groups; ++g) {
+    __m256i acc[MR * H];
+    avx2_4_group<MR, H>(acc, t, g);
+    const std::int32_t* mu = t.mults + g * t.group_stride;
+#pragma GCC unroll 32
+    for (int i = 0; i < MR * H; ++i)
+      total[i] = _mm256_add_epi32(
+          total[i],
+          _mm256_mullo_epi32(
+              acc[i], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mu + 8 * (i % H)))));
+  }
+  auto* dst = static_cast<std::int32_t*>(t.dst);
+#pragma GCC unroll 32
+  for (int i = 0; i < MR * H; ++i)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (i / H) * t.ldd + 8 * (i % H)), total[i]);
+}
+
+// Tile kinds: per channel, float groups (Int4GroupedEpilogue), integer groups.
+enum class Int4TileKind { kChannel, kFloatGroups, kIntGroups };
+
+template <Int4TileKind kKind, int I>
 constexpr Int4TileFn avx2_4_tile_entry() {
   constexpr int mr = I / 4 + 1, nv = I % 4 + 1;
-  if constexpr (!kGrouped && mr * nv <= 4)
+  if constexpr (kKind == Int4TileKind::kChannel && mr * nv <= 4)
     return &gemm_s8u4_tile_c8_avx2<mr, nv>;
-  else if constexpr (kGrouped && mr * nv <= 2)
+  else if constexpr (kKind == Int4TileKind::kFloatGroups && mr * nv <= 2)
     return &gemm_s8u4_tile_c8_grouped_avx2<mr, nv>;
+  else if constexpr (kKind == Int4TileKind::kIntGroups && mr * nv <= 2)
+    return &gemm_s8u4_tile_c8_int_grouped_avx2<mr, nv>;
   else
     return nullptr;
 }
-template <bool kGrouped, int... I>
+template <Int4TileKind kKind, int... I>
 constexpr std::array<Int4TileFn, 16> avx2_4_tile_table(std::integer_sequence<int, I...>) {
-  return {avx2_4_tile_entry<kGrouped, I>()...};
+  return {avx2_4_tile_entry<kKind, I>()...};
 }
 inline constexpr std::array<Int4TileFn, 16> kAvx2Int4Tiles =
-    avx2_4_tile_table<false>(std::make_integer_sequence<int, 16>{});
+    avx2_4_tile_table<Int4TileKind::kChannel>(std::make_integer_sequence<int, 16>{});
 inline constexpr std::array<Int4TileFn, 16> kAvx2Int4GroupedTiles =
-    avx2_4_tile_table<true>(std::make_integer_sequence<int, 16>{});
+    avx2_4_tile_table<Int4TileKind::kFloatGroups>(std::make_integer_sequence<int, 16>{});
+inline constexpr std::array<Int4TileFn, 16> kAvx2Int4IntGroupedTiles =
+    avx2_4_tile_table<Int4TileKind::kIntGroups>(std::make_integer_sequence<int, 16>{});
 
 template <class AT, class OutT, class Pipeline>
 VITC_TARGET_AVX2 void gemm_int4_avx2_panels(const GemmInt4Problem<AT, OutT>& p,
                                             const Pipeline& pipeline, const Int4TileArgs& base,
                                             Index mr, Index nv, Index p0, Index p1) noexcept {
   constexpr bool kGrouped = std::is_same_v<Pipeline, Int4GroupedEpilogue>;
-  const auto& tiles = kGrouped ? kAvx2Int4GroupedTiles : kAvx2Int4Tiles;
+  const auto& tiles = kGrouped                ? kAvx2Int4GroupedTiles
+                      : p.b->integer_groups() ? kAvx2Int4IntGroupedTiles
+                                              : kAvx2Int4Tiles;
   int4_drive_panels<256>(tiles, 4, p, pipeline, base, mr, nv, p0, p1);
 }
 
@@ -129,7 +169,7 @@ void gemm_int4_run(arch::Avx2, const GemmInt4Problem<AT, OutT>& p, const Pipelin
   Int4Scratch scratch;
   const Int4TileArgs base = int4_x86_setup(p, pipeline, scratch);
   int4_pack_rows(p, scratch, base, 0, p.m);
-  const bool grouped = std::is_same_v<Pipeline, Int4GroupedEpilogue>;
+  const bool grouped = std::is_same_v<Pipeline, Int4GroupedEpilogue> || p.b->integer_groups();
   Index mr = grouped ? 2 : 4, nv = 1;
   if (p.m == 1) {
     mr = 1;

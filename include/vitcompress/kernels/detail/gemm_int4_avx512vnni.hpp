@@ -70,6 +70,7 @@ struct Int4TileArgs {
   // (d − za)·colsum_g of the tile's first column, groups `group_stride` apart; likewise scales.
   const std::int32_t* colcorr;
   const float* scales;
+  const std::int32_t* mults;  // integer groups: m(g, n), as scales; else null
   Index group_stride, group_blocks, groups;
   float a_scale;
   const float* bias;  // null for none
@@ -178,6 +179,7 @@ VITC_ALWAYS_INLINE void int4_drive_panels(const Tiles& tiles, int tiles_per_row,
       t.rowsums = base.rowsums + m0 * groups;
       t.colcorr = base.colcorr + n0;
       t.scales = base.scales + n0;
+      t.mults = base.mults ? base.mults + n0 : nullptr;
       t.bias = base.bias ? base.bias + n0 : nullptr;
       t.dst =
           direct ? static_cast<void*>(p.c + m0 * p.c_row_stride + n0) : static_cast<void*>(tile);
@@ -235,6 +237,7 @@ Int4TileArgs int4_x86_setup(const GemmInt4Problem<AT, OutT>& p, const Pipeline& 
   t.rs_stride = b.groups();
   t.colcorr = s.colcorr.get();
   t.scales = b.padded_scales(0);
+  t.mults = b.integer_groups() ? b.padded_multipliers(0) : nullptr;
   t.groups = b.groups();
   t.group_blocks = b.group_size() / 8;
   if constexpr (std::is_same_v<Pipeline, Int4GroupedEpilogue>) {
@@ -257,6 +260,11 @@ void int4_pack_rows(const GemmInt4Problem<AT, OutT>& p, Int4Scratch& s, const In
 template <class AT, class OutT, class Pipeline, class Policy>
 void gemm_int4_run(arch::Avx512Vnni, const GemmInt4Problem<AT, OutT>& p, const Pipeline& pipeline,
                    Policy& policy) {
+  // Integer groups have AVX2 tiles only (this path's CPUs run them; the same integers).
+  if (!std::is_same_v<Pipeline, Int4GroupedEpilogue> && p.b->integer_groups()) {
+    gemm_int4_run(arch::Avx2{}, p, pipeline, policy);
+    return;
+  }
   Int4Scratch scratch;
   // Many rows on several threads: rows split, each thread packing its own (as the int8 path).
   const bool split_rows = policy.num_threads() > 1 && p.m >= kRowSplitMin;

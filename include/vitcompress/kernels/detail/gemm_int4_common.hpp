@@ -100,6 +100,13 @@ void gemm_int4_run(arch::Scalar, const GemmInt4Problem<AT, OutT>& p, const Pipel
                            b.scale(g, j), acc);
           }
           out = std::fma(acc, pipeline.a_scale, pipeline.bias ? pipeline.bias[j] : 0.0f);
+        } else if (b.integer_groups()) {
+          std::int32_t acc = 0;  // exact: PackedWeightsInt4 bounds K·2040·max m below 2^31
+          for (Index g = 0; g < b.groups(); ++g) {
+            const Index k0 = g * b.group_size(), k1 = std::min(p.k, k0 + b.group_size());
+            acc += b.multiplier(g, j) * int4_reference_partial(p, i, j, k0, k1);
+          }
+          out = eval_pipeline(pipeline, acc, j);
         } else {
           out = eval_pipeline(pipeline, int4_reference_partial(p, i, j, 0, p.k), j);
         }

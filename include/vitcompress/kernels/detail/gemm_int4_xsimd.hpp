@@ -70,18 +70,20 @@ void gemm_int4_xsimd_panels(const GemmInt4Problem<AT, OutT>& p, const Pipeline& 
                             Index p1) noexcept {
   constexpr bool kGrouped = std::is_same_v<Pipeline, Int4GroupedEpilogue>;
   constexpr Index kMR = 4;
-  alignas(64) std::int32_t tile[kMR * 16];
+  alignas(64) std::int32_t tile[kMR * 16], itile[kMR * 16];
   alignas(64) float ftile[kMR * 16];
   const PackedWeightsInt4& b = *p.b;
+  const bool int_groups = !kGrouped && b.integer_groups();  // Σ_g m·P_g in int32
   const Index kg = 2 * b.kblocks(), groups = b.groups();
-  const Index gblocks = kGrouped ? b.group_size() / 8 : b.kblocks();
+  const Index gblocks = kGrouped || int_groups ? b.group_size() / 8 : b.kblocks();
   const std::int32_t off = -p.a_zero_point;
   for (Index q = p0; q < p1; ++q) {
     const Index n0 = q * 16, ncols = std::min<Index>(16, p.n - n0);
     for (Index m0 = 0; m0 < p.m; m0 += kMR) {
       const Index mr = std::min(kMR, p.m - m0);
       if constexpr (kGrouped) std::fill(ftile, ftile + kMR * 16, 0.0f);
-      for (Index g = 0; g < (kGrouped ? groups : 1); ++g) {
+      if (int_groups) std::fill(itile, itile + kMR * 16, 0);
+      for (Index g = 0; g < (kGrouped || int_groups ? groups : 1); ++g) {
         const Index b0 = g * gblocks, b1 = std::min(b.kblocks(), b0 + gblocks);
         const std::int32_t* ap = a_pairs + m0 * kg * 2;
         const std::int32_t* cs = b.group_column_sums(g) + n0;
@@ -110,6 +112,10 @@ void gemm_int4_xsimd_panels(const GemmInt4Problem<AT, OutT>& p, const Pipeline& 
             for (Index j = 0; j < 16; ++j)
               ftile[r * 16 + j] =
                   std::fma(static_cast<float>(tile[r * 16 + j]), sc[j], ftile[r * 16 + j]);
+        } else if (int_groups) {
+          const std::int32_t* mu = b.padded_multipliers(g) + n0;
+          for (Index r = 0; r < mr; ++r)
+            for (Index j = 0; j < 16; ++j) itile[r * 16 + j] += tile[r * 16 + j] * mu[j];
         }
       }
       for (Index r = 0; r < mr; ++r) {
@@ -119,7 +125,7 @@ void gemm_int4_xsimd_panels(const GemmInt4Problem<AT, OutT>& p, const Pipeline& 
             out[j] = std::fma(ftile[r * 16 + j], pipeline.a_scale,
                               pipeline.bias ? pipeline.bias[n0 + j] : 0.0f);
         } else {
-          apply_pipeline_row(pipeline, tile + r * 16, n0, ncols, out);
+          apply_pipeline_row(pipeline, (int_groups ? itile : tile) + r * 16, n0, ncols, out);
         }
       }
     }
