@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // int8 and 4-bit GEMM benchmarks on DeiT shapes: ours (ref, xsimd, avx2, vnni; avx2_w7 with
 // 7-bit weights in [−63, 63]; int4_vnni,
-// int4_avx2, int4_xsimd per-channel 4-bit; int4g64_vnni per-group G = 64, float out) against Eigen
+// int4_avx2, int4_xsimd per-channel 4-bit; int4g64_vnni per-group G = 64, float out; int4m32_avx2
+// per-group G = 32 with integer multipliers, int32 out) against Eigen
 // fp32 and, when found, oneDNN u8×s8→s32 (with an `inexact` counter: the share of its outputs
 // that differ from the exact sums) and fp32 matmul. Names:
 // gemm/<impl>/<M>x<K>x<N>/threads:<t>; each reports GOPS (1 multiply-add = 2 ops, counted in 10^9
@@ -142,9 +143,10 @@ void bench_ours(benchmark::State& state, Shape s, int threads, bool requant) {
   bench_ours_weights<Arch>(state, s, threads, requant, 127);
 }
 
-// 4-bit weights: per-channel (group 0, raw int32 out) or per-group G (float out).
+// 4-bit weights: per-channel (group 0, raw int32 out), per-group G (float out), or per-group G
+// with integer multipliers in [1, 15] (`multipliers`, raw int32 out).
 template <class Arch>
-void bench_int4(benchmark::State& state, Shape s, int threads, Index group) {
+void bench_int4(benchmark::State& state, Shape s, int threads, Index group, bool multipliers) {
   if (!Arch::available()) {
     state.SkipWithError("architecture unsupported");
     return;
@@ -155,9 +157,13 @@ void bench_int4(benchmark::State& state, Shape s, int threads, Index group) {
   for (auto& x : w.span()) x = static_cast<std::int8_t>(static_cast<int>(rng() % 16) - 8);
   const Index groups = group == 0 ? 1 : (s.k + group - 1) / group;
   const std::vector<float> scales(static_cast<std::size_t>(groups * s.n), 0.01f);
-  const kn::PackedWeightsInt4 packed(w.cview(), scales, group);
+  std::vector<std::int32_t> mults(static_cast<std::size_t>(groups * s.n));
+  for (auto& m : mults) m = static_cast<std::int32_t>(1 + rng() % 15);
+  const kn::PackedWeightsInt4 packed =
+      multipliers ? kn::PackedWeightsInt4::with_group_multipliers(w.cview(), mults, group)
+                  : kn::PackedWeightsInt4(w.cview(), scales, group);
   vitc::ThreadPool pool(threads);
-  if (group == 0) {
+  if (group == 0 || multipliers) {
     vitc::Tensor<std::int32_t, 2> c({s.m, s.n});
     for (auto _ : state) {
       kn::gemm_int4<Arch>(ops.a.cview(), 128, packed, c.view(), pool);
@@ -410,16 +416,18 @@ const bool kRegistered = [] {
                                  false);
     for (int t : {1, 2}) {
       timing(benchmark::RegisterBenchmark(name("gemm", "int4_vnni", s, t).c_str(),
-                                          bench_int4<arch::Avx512Vnni>, s, t, Index{0}),
+                                          bench_int4<arch::Avx512Vnni>, s, t, Index{0}, false),
              t);
       timing(benchmark::RegisterBenchmark(name("gemm", "int4g64_vnni", s, t).c_str(),
-                                          bench_int4<arch::Avx512Vnni>, s, t, Index{64}),
+                                          bench_int4<arch::Avx512Vnni>, s, t, Index{64}, false),
              t);
     }
     benchmark::RegisterBenchmark(name("gemm", "int4_avx2", s, 1).c_str(), bench_int4<arch::Avx2>, s,
-                                 1, Index{0});
+                                 1, Index{0}, false);
+    benchmark::RegisterBenchmark(name("gemm", "int4m32_avx2", s, 1).c_str(), bench_int4<arch::Avx2>,
+                                 s, 1, Index{32}, true);
     benchmark::RegisterBenchmark(name("gemm", "int4_xsimd", s, 1).c_str(),
-                                 bench_int4<arch::XsimdNative>, s, 1, Index{0});
+                                 bench_int4<arch::XsimdNative>, s, 1, Index{0}, false);
     benchmark::RegisterBenchmark(name("gemm", "eigen_f32", s, 1).c_str(), bench_eigen_f32, s);
     benchmark::RegisterBenchmark(name("gemm_requant", "vnni", s, 1).c_str(),
                                  bench_ours<arch::Avx512Vnni>, s, 1, true);

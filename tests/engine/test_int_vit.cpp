@@ -158,13 +158,15 @@ struct Fixture {
   // 7-bit weights: on AVX2 every linear layer takes the vpmaddubsw kernel without widening.
   quant::FakeQuantViT fq7 = calibrated(small_config(), calib.labeled(), "w7a8");
   quant::FakeQuantViT fq_odd = calibrated(odd_width_config(), calib.labeled());
-  // Per-group weights with integer group scales: 4-bit codes times 4-bit multiples (<= 120) and
-  // 6-bit codes times 2-bit multiples (<= 93, groups of 12) as int8 codes; 4-bit codes times
-  // 5-bit multiples through the 4-bit kernel's integer groups (groups of 8; the odd width's last
-  // is shorter).
+  // Per-group weights with integer group scales: 4-bit codes in groups of 8 through the 4-bit
+  // kernel's integer groups (4- and 5-bit multiples; the odd width's last group is shorter);
+  // in groups of 12, not a multiple of 8, as int8 codes m·w (<= 120), as are 6-bit codes times
+  // 2-bit multiples (<= 93).
   quant::FakeQuantViT fq_group = calibrated(small_config(), calib.labeled(), grouped_config(8), 7);
   quant::FakeQuantViT fq_group_odd =
       calibrated(odd_width_config(), calib.labeled(), grouped_config(8, 5), 7);
+  quant::FakeQuantViT fq_group12 =
+      calibrated(small_config(), calib.labeled(), grouped_config(12), 7);
   quant::FakeQuantViT fq_group6 =
       calibrated(small_config(), calib.labeled(), grouped_config(12, 2, 6), 7);
   // Log2 attention: 16 levels (P·V in two byte halves) and 8 levels (one GEMM).
@@ -264,6 +266,8 @@ TEST_SUITE("engine") {
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>(
         "groups of 8, width 29", f.fq_group_odd);
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>(
+        "4-bit groups of 12 as int8", f.fq_group12);
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>(
         "6-bit groups as int8", f.fq_group6);
     check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("log2 attention",
                                                                                 f.fq_log2);
@@ -276,11 +280,11 @@ TEST_SUITE("engine") {
     engine::IntViT<> e8(f.fq, 48), e4(f.fq4, 48);
     // qkv, proj, fc1, fc2 at 4 bits: those layers' bytes halve (patch embedding and head stay 8).
     CHECK(e4.weight_bytes() < e8.weight_bytes() * 3 / 4);
-    // So do 4-bit integer groups with 5-bit multiples (the 4-bit kernel), not those whose codes
-    // m·w fit int8 (run as int8 codes).
+    // So do 4-bit integer groups through the 4-bit kernel, not groups run as int8 codes m·w.
+    CHECK(engine::IntViT<>(f.fq_group, 1).weight_bytes() == e4.weight_bytes());
     CHECK(engine::IntViT<>(f.fq_group_odd, 1).weight_bytes() <
           engine::IntViT<>(f.fq_odd, 1).weight_bytes() * 3 / 4);
-    CHECK(engine::IntViT<>(f.fq_group, 1).weight_bytes() == e8.weight_bytes());
+    CHECK(engine::IntViT<>(f.fq_group12, 1).weight_bytes() == e8.weight_bytes());
     CHECK(engine::IntViT<>(f.fq_group6, 1).weight_bytes() == e8.weight_bytes());
     const auto z = run(e4, f.x);
     Tensor<float, 2> zf({f.x.extent(0), 10});
@@ -382,6 +386,7 @@ TEST_SUITE("engine") {
     // Integer group scales: the engine's m·w codes compute what the simulation's σ·m scales do.
     check_with(f.fq_group, "groups of 8 with 4-bit group scales", 0.1);
     check_with(f.fq_group_odd, "groups of 8 with 5-bit group scales, width 29", 0.1);
+    check_with(f.fq_group12, "groups of 12 with 4-bit group scales", 0.1);
     check_with(f.fq_group6, "6-bit weights, groups of 12 with 2-bit group scales", 0.1);
     quant::QuantConfig kv4 = quant::QuantConfig::named("w8a8");
     for (auto site : {model::HookSite::kKey, model::HookSite::kValue}) {

@@ -275,15 +275,20 @@ inline QuantWeight quantize_weight(const quant::FakeQuantViT& fq, quant::WeightK
   quant::quantize<std::int8_t>(view, wp->params, q.codes.view(), name);
   q.scales.resize(static_cast<std::size_t>(rows));
   if (two_level) {
-    // Σ_g σ·m_g·Σ_k w·a = σ·Σ_g m_g·P_g (quant/group_scales.hpp). When every m·w fits int8 it is
-    // one per-channel int8 matrix of codes m·w with scale σ: the int8 kernels run it faster than
-    // the 4-bit kernel's integer groups (DeiT-tiny w4a8-g32 on AVX2: about 1.1×, README), at
-    // int8 bytes in memory. Otherwise 4-bit codes in groups of a multiple of 8 take the 4-bit
-    // kernel's integer groups.
+    // Σ_g σ·m_g·Σ_k w·a = σ·Σ_g m_g·P_g (quant/group_scales.hpp). 4-bit codes in groups of a
+    // multiple of 8 take the 4-bit kernel's integer groups (half the bytes, and faster than
+    // the int8 route on DeiT-tiny; README); other codes become one per-channel int8 matrix of
+    // codes m·w with scale σ, when those fit int8.
     const auto split = quant::split_group_scales(wp->params, rows, s.group_scale_bits, name);
     const std::int32_t levels = quant::group_scale_levels(s.group_scale_bits);
     const Index g = s.granularity.group_size, per_row_groups = (cols + g - 1) / g;
     q.scales = split.row_scale;
+    if (s.scheme.bits == 4 && g % kernels::PackedWeightsInt4::kKBlock == 0 &&
+        std::int64_t{cols} * 2040 * levels <= std::numeric_limits<std::int32_t>::max()) {
+      q.group_size = g;
+      q.multipliers = split.multipliers;
+      return q;
+    }
     const std::int32_t widest = std::max(-s.scheme.qmin(), s.scheme.qmax()) * levels;
     if (widest <= 127) {
       for (Index r = 0; r < rows; ++r)
@@ -292,12 +297,6 @@ inline QuantWeight quantize_weight(const quant::FakeQuantViT& fq, quant::WeightK
               q.codes(r, c) *
               split.multipliers[static_cast<std::size_t>(r * per_row_groups + c / g)]);
       q.bits = 8;  // the products m·w are int8 codes
-      return q;
-    }
-    if (s.scheme.bits == 4 && g % kernels::PackedWeightsInt4::kKBlock == 0 &&
-        std::int64_t{cols} * 2040 * levels <= std::numeric_limits<std::int32_t>::max()) {
-      q.group_size = g;
-      q.multipliers = split.multipliers;
       return q;
     }
     VITC_THROW(ArgumentError("IntViT: weight " + name + ": " + std::to_string(s.scheme.bits) +

@@ -127,10 +127,17 @@ class PackedWeightsInt4 {
     const Index np = p.panels() * kPanel;
     p.int_groups_ = true;
     p.mults_.assign(static_cast<std::size_t>(groups * np), 0);
+    p.mult_pairs_.assign(static_cast<std::size_t>(groups * np), 0);
+    p.weighted_sums_.assign(static_cast<std::size_t>(np), 0);
     for (Index g = 0; g < groups; ++g)
-      for (Index c = 0; c < n; ++c)
-        p.mults_[static_cast<std::size_t>(g * np + c)] =
-            multipliers[static_cast<std::size_t>(g * n + c)];
+      for (Index c = 0; c < n; ++c) {
+        const std::int32_t m = multipliers[static_cast<std::size_t>(g * n + c)];
+        p.mults_[static_cast<std::size_t>(g * np + c)] = m;
+        p.mult_pairs_[static_cast<std::size_t>(g * np + c)] = m * 0x10001;
+        // |Σ_g m·colsum_g| <= 8·K·max m: within int32 by the bound checked above.
+        p.weighted_sums_[static_cast<std::size_t>(c)] +=
+            m * p.col_sums_[static_cast<std::size_t>(g * np + c)];
+      }
     return p;
   }
 
@@ -161,6 +168,14 @@ class PackedWeightsInt4 {
   // panels()·16 int32 of group g: m(g, n), 0 beyond N (integer groups only).
   [[nodiscard]] const std::int32_t* padded_multipliers(Index g) const noexcept {
     return mults_.data() + g * panels() * kPanel;
+  }
+  // The same with m in both int16 halves of each int32 (vpmaddwd's per-column multiplier).
+  [[nodiscard]] const std::int32_t* padded_multiplier_pairs(Index g) const noexcept {
+    return mult_pairs_.data() + g * panels() * kPanel;
+  }
+  // panels()·16 int32: Σ_g m(g, n)·Σ_{k in g} w[k][n], 0 beyond N (integer groups only).
+  [[nodiscard]] const std::int32_t* weighted_column_sums() const noexcept {
+    return weighted_sums_.data();
   }
   [[nodiscard]] std::int32_t multiplier(Index g, Index n) const noexcept {
     return padded_multipliers(g)[n];
@@ -229,7 +244,7 @@ class PackedWeightsInt4 {
   bool int_groups_ = false;
   Tensor<std::uint8_t, 1> data_;
   std::vector<float> scales_, padded_scales_;
-  std::vector<std::int32_t> col_sums_, mults_;
+  std::vector<std::int32_t> col_sums_, mults_, mult_pairs_, weighted_sums_;
 };
 
 }  // namespace vitc::kernels

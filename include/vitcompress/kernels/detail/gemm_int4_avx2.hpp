@@ -102,28 +102,63 @@ VITC_TARGET_AVX2 void gemm_s8u4_tile_c8_grouped_avx2(const Int4TileArgs& t) noex
   }
 }
 
-// Integer groups: int32 dst[r][0 .. 8·H) = Σ_g m_g·P_g (exact; see PackedWeightsInt4).
+// Integer groups: int32 dst[r][0 .. 8·H) = Σ_g m_g·P_g (exact; see PackedWeightsInt4). Here the
+// activations are the unsigned operand, packed as a_u = a_p + 128 (int4_pack_rows), and the
+// nibbles become
+// signed weights u − 8, so the multiplier m_g rides in the vpmaddwd that widens to int32 (m in
+// both int16 halves of a column's lane) and the only correction is per column, folded by
+// int4_x86_setup into colcorr. Pair sums are at most 2·255·8 = 4080, two k-groups 8160 and
+// 8160·255·2 < 2^31 per step: nothing saturates.
+template <int MR, int H, int... J>
+VITC_TARGET_AVX2 VITC_ALWAYS_INLINE void avx2_4m_row(int r, std::integer_sequence<int, J...>,
+                                                     __m256i* acc, const __m256i* lo,
+                                                     const __m256i* hi, const __m256i* mp,
+                                                     const std::int8_t* a) noexcept {
+  std::int32_t a_lo, a_hi;
+  std::memcpy(&a_lo, a, 4);
+  std::memcpy(&a_hi, a + 4, 4);
+  const __m256i vl = _mm256_set1_epi32(a_lo), vh = _mm256_set1_epi32(a_hi);
+  ((acc[r * H + J] = _mm256_add_epi32(
+        acc[r * H + J], _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(vl, lo[J]),
+                                                           _mm256_maddubs_epi16(vh, hi[J])),
+                                          mp[J]))),
+   ...);
+}
+
 template <int MR, int NV>
 VITC_TARGET_AVX2 void gemm_s8u4_tile_c8_int_grouped_avx2(const Int4TileArgs& t) noexcept {
   constexpr int H = 2 * NV;
-  __m256i total[MR * H];
+  __m256i acc[MR * H];
 #pragma GCC unroll 32
-  for (int i = 0; i < MR * H; ++i) total[i] = _mm256_setzero_si256();
+  for (int i = 0; i < MR * H; ++i)
+    acc[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.colcorr + 8 * (i % H)));
+  const __m256i mask = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
   for (Index g = 0; g < t.groups; ++g) {
-    __m256i acc[MR * H];
-    avx2_4_group<MR, H>(acc, t, g);
-    const std::int32_t* mu = t.mults + g * t.group_stride;
-#pragma GCC unroll 32
-    for (int i = 0; i < MR * H; ++i)
-      total[i] = _mm256_add_epi32(
-          total[i],
-          _mm256_mullo_epi32(
-              acc[i], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mu + 8 * (i % H)))));
+    __m256i mp[H];
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h)
+      mp[h] = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(t.mults + g * t.group_stride + 8 * h));
+    const Index b0 = g * t.group_blocks, b1 = std::min(t.kblocks, b0 + t.group_blocks);
+    for (Index bk = b0; bk < b1; ++bk) {
+      __m256i lo[H], hi[H];
+#pragma GCC unroll 16
+      for (int h = 0; h < H; ++h) {
+        const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(
+            t.b + (h / 2) * t.panel_bytes + bk * 64 + (h % 2) * 32));
+        lo[h] = _mm256_sub_epi8(_mm256_and_si256(x, mask), eight);
+        hi[h] = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(x, 4), mask), eight);
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r)
+        avx2_4m_row<MR, H>(r, std::make_integer_sequence<int, H>{}, acc, lo, hi, mp,
+                           t.a + r * t.lda + bk * 8);
+    }
   }
   auto* dst = static_cast<std::int32_t*>(t.dst);
 #pragma GCC unroll 32
   for (int i = 0; i < MR * H; ++i)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (i / H) * t.ldd + 8 * (i % H)), total[i]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (i / H) * t.ldd + 8 * (i % H)), acc[i]);
 }
 
 // Tile kinds: per channel, float groups (Int4GroupedEpilogue), integer groups.
@@ -136,7 +171,7 @@ constexpr Int4TileFn avx2_4_tile_entry() {
     return &gemm_s8u4_tile_c8_avx2<mr, nv>;
   else if constexpr (kKind == Int4TileKind::kFloatGroups && mr * nv <= 2)
     return &gemm_s8u4_tile_c8_grouped_avx2<mr, nv>;
-  else if constexpr (kKind == Int4TileKind::kIntGroups && mr * nv <= 2)
+  else if constexpr (kKind == Int4TileKind::kIntGroups && mr * nv <= 4)
     return &gemm_s8u4_tile_c8_int_grouped_avx2<mr, nv>;
   else
     return nullptr;
@@ -169,11 +204,11 @@ void gemm_int4_run(arch::Avx2, const GemmInt4Problem<AT, OutT>& p, const Pipelin
   Int4Scratch scratch;
   const Int4TileArgs base = int4_x86_setup(p, pipeline, scratch);
   int4_pack_rows(p, scratch, base, 0, p.m);
-  const bool grouped = std::is_same_v<Pipeline, Int4GroupedEpilogue> || p.b->integer_groups();
+  const bool grouped = std::is_same_v<Pipeline, Int4GroupedEpilogue>;
   Index mr = grouped ? 2 : 4, nv = 1;
   if (p.m == 1) {
     mr = 1;
-    nv = grouped ? 2 : 4;
+    nv = grouped || p.b->integer_groups() ? 2 : 4;  // integer groups: 4 spill their registers
   } else if (p.m < mr) {
     mr = p.m;
   }

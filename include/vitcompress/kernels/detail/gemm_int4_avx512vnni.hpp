@@ -70,7 +70,7 @@ struct Int4TileArgs {
   // (d − za)·colsum_g of the tile's first column, groups `group_stride` apart; likewise scales.
   const std::int32_t* colcorr;
   const float* scales;
-  const std::int32_t* mults;  // integer groups: m(g, n), as scales; else null
+  const std::int32_t* mults;  // integer groups: m(g, n)·0x10001, as scales; else null
   Index group_stride, group_blocks, groups;
   float a_scale;
   const float* bias;  // null for none
@@ -230,14 +230,26 @@ Int4TileArgs int4_x86_setup(const GemmInt4Problem<AT, OutT>& p, const Pipeline& 
   const Index corr_size = b.groups() * t.group_stride;
   s.colcorr = scratch_in<std::int32_t>(p.ws, 1, corr_size);
   const std::int32_t off = (std::is_same_v<AT, std::uint8_t> ? 128 : 0) - p.a_zero_point;
-  const std::int32_t* cs = b.group_column_sums(0);
-  for (Index i = 0; i < corr_size; ++i) s.colcorr[static_cast<std::size_t>(i)] = off * cs[i];
+  t.mults = nullptr;
+  if (b.integer_groups()) {
+    // The integer-group tile multiplies unsigned activations a_u = a_p + 128 by signed weights,
+    // so P_g = Σ a_u·w + (d − 128 − za)·colsum_g: one correction per column, from the weights'
+    // Σ_g m_g·colsum_g. It and Σ m·a_u·w may each exceed int32 where their sum cannot: taken
+    // modulo 2^32 (C++20 conversion), the tile's wrapping int32 adds land on the exact result.
+    t.mults = b.padded_multiplier_pairs(0);
+    const std::int32_t* wcs = b.weighted_column_sums();
+    for (Index n = 0; n < t.group_stride; ++n)
+      s.colcorr[static_cast<std::size_t>(n)] =
+          static_cast<std::int32_t>(std::int64_t{off - 128} * wcs[n]);
+  } else {
+    const std::int32_t* cs = b.group_column_sums(0);
+    for (Index i = 0; i < corr_size; ++i) s.colcorr[static_cast<std::size_t>(i)] = off * cs[i];
+  }
   t.a = reinterpret_cast<const std::int8_t*>(s.a.get());
   t.rowsums = s.rowsums.get();
   t.rs_stride = b.groups();
   t.colcorr = s.colcorr.get();
   t.scales = b.padded_scales(0);
-  t.mults = b.integer_groups() ? b.padded_multipliers(0) : nullptr;
   t.groups = b.groups();
   t.group_blocks = b.group_size() / 8;
   if constexpr (std::is_same_v<Pipeline, Int4GroupedEpilogue>) {
@@ -252,8 +264,10 @@ template <class AT, class OutT>
 void int4_pack_rows(const GemmInt4Problem<AT, OutT>& p, Int4Scratch& s, const Int4TileArgs& t,
                     Index r0, Index r1) noexcept {
   constexpr std::uint8_t kFlip = std::is_same_v<AT, std::uint8_t> ? 0x80 : 0x00;
+  // Integer groups read the bytes as unsigned a_u = a_p + 128 (their row sums go unused).
+  const auto flip = static_cast<std::uint8_t>(kFlip ^ (p.b->integer_groups() ? 0x80 : 0x00));
   pack_int4_activations(row_slice(p, r0, r1),
-                        reinterpret_cast<std::int8_t*>(s.a.get()) + r0 * t.lda, t.lda, kFlip,
+                        reinterpret_cast<std::int8_t*>(s.a.get()) + r0 * t.lda, t.lda, flip,
                         s.rowsums.get() + r0 * t.rs_stride);
 }
 
