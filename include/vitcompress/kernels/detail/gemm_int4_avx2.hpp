@@ -3,6 +3,7 @@
 // 4-bit GEMM, AVX2 path: vpmaddubsw(u = w + 8 in [0, 15], signed a) + vpmaddwd. Each pair sum is
 // at most 2·15·128 = 3840, and the two k-groups of a block are added in int16 (at most 7680)
 // before one vpmaddwd: nothing saturates, so the sign trick of the int8 path is not needed.
+// Integer groups swap the operands' roles (gemm_s8u4_tile_c8_int_grouped_avx2).
 
 #include "vitcompress/kernels/detail/gemm_int4_avx512vnni.hpp"
 
@@ -104,11 +105,10 @@ VITC_TARGET_AVX2 void gemm_s8u4_tile_c8_grouped_avx2(const Int4TileArgs& t) noex
 
 // Integer groups: int32 dst[r][0 .. 8·H) = Σ_g m_g·P_g (exact; see PackedWeightsInt4). Here the
 // activations are the unsigned operand, packed as a_u = a_p + 128 (int4_pack_rows), and the
-// nibbles become
-// signed weights u − 8, so the multiplier m_g rides in the vpmaddwd that widens to int32 (m in
-// both int16 halves of a column's lane) and the only correction is per column, folded by
-// int4_x86_setup into colcorr. Pair sums are at most 2·255·8 = 4080, two k-groups 8160 and
-// 8160·255·2 < 2^31 per step: nothing saturates.
+// nibbles become signed weights u − 8, so the multiplier m_g rides in the vpmaddwd that widens to
+// int32 (m in both int16 halves of a column's lane) and the only correction is per column,
+// folded by int4_x86_setup into colcorr. Pair sums are at most 2·255·8 = 4080, two k-groups
+// 8160, and 8160·255·2 < 2^31 per step: nothing saturates.
 template <int MR, int H, int... J>
 VITC_TARGET_AVX2 VITC_ALWAYS_INLINE void avx2_4m_row(int r, std::integer_sequence<int, J...>,
                                                      __m256i* acc, const __m256i* lo,
