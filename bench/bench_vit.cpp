@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // End-to-end latency of the integer engine beside the float forward, in one binary so that both
-// run in the same session: vit/<model>/<fp32|int8|int8w7|int4>/b<batch>/t<threads>.
+// run in the same session: vit/<model>/<fp32|int8|int8w7|int4|int4g32>/b<batch>/t<threads>.
 //
 //   model    shipped (models/fashion_mnist_vit.safetensors when present, otherwise its config with
 //            random weights), deit_tiny, deit_small, deit_base (224x224, patch 16, random
@@ -13,6 +13,8 @@
 //            GEMM needs no widening (kernels/detail/gemm_int8_avx2.hpp)
 //   int4     the same engine on a w4a8 simulation: qkv, proj, fc1, fc2 weights 4-bit per
 //            channel (kernels::gemm_int4), patch embedding and head 8-bit
+//   int4g32  w4a8-g32: those 4-bit weights per group of 32 along K with integer group scales
+//            (the 4-bit kernel's integer groups, quant/group_scales.hpp)
 //   batch    1, 8;  threads 1, 2 (a ThreadPool)
 //
 // Counters: images/s (rate), GMACs per image. Setup (weights, calibration, packing, buffers) and
@@ -129,7 +131,7 @@ void register_all() {
   for (const char* name : {"shipped", "deit_tiny", "deit_small", "deit_base"})
     for (int batch : {1, 8})
       for (int threads : {1, 2})
-        for (const char* prec : {"fp32", "int8", "int8w7", "int4"}) {
+        for (const char* prec : {"fp32", "int8", "int8w7", "int4", "int4g32"}) {
           const std::string label = std::string("vit/") + name + "/" + prec + "/b" +
                                     std::to_string(batch) + "/t" + std::to_string(threads);
           auto* b = benchmark::RegisterBenchmark(label.c_str(), [name = std::string(name),
@@ -139,9 +141,10 @@ void register_all() {
                         bench_fp32(state, name, batch, threads);
                       else
                         bench_engine(state, name,
-                                     prec == "int8"     ? "w8a8"
-                                     : prec == "int8w7" ? "w7a8"
-                                                        : "w4a8",
+                                     prec == "int8"      ? "w8a8"
+                                     : prec == "int8w7"  ? "w7a8"
+                                     : prec == "int4g32" ? "w4a8-g32"
+                                                         : "w4a8",
                                      batch, threads);
                     })->Unit(benchmark::kMillisecond);
           if (threads > 1) b->UseRealTime();
