@@ -55,11 +55,11 @@ namespace vitc::kernels::detail::nl_avx2 {
 #include "vitcompress/kernels/detail/layernorm_int_body.inc"
 
 // x' = x·2^α for 16 channels from i (|x'| <= 1024).
-inline __m256i layernorm_int8_prescaled(const LayerNormParams& p, const std::int8_t* x,
+inline __m256i layernorm_int8_prescaled(const std::int16_t* scale, const std::int8_t* x,
                                         Index i) noexcept {
   return _mm256_mullo_epi16(
       _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))),
-      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.ptf_scale.data() + i)));
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scale + i)));
 }
 
 // The row statistics of one int8 row.
@@ -68,7 +68,7 @@ inline LayerNormRow layernorm_row_int8_16(const LayerNormParams& p, const std::i
   const Index full = c - c % 16;
   // One pass: x' = x·2^α (|x'| <= 1024), its maximum magnitude and the sums of x' and x'²; with
   // λ >= 3, Σx̃ = 2^λ·Σx' and Σx̃² = 4^λ·Σx'² exactly.
-  auto prescaled = [&](Index i) { return layernorm_int8_prescaled(p, x, i); };
+  auto prescaled = [&](Index i) { return layernorm_int8_prescaled(p.ptf_scale.data(), x, i); };
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i vmax = _mm256_setzero_si256();
   std::int64_t s1 = 0, s2 = 0;
@@ -100,15 +100,33 @@ inline LayerNormRow layernorm_row_int8_16(const LayerNormParams& p, const std::i
   return layernorm_row(s1, s2, c, shift, kLayerNormRowBits<std::int8_t>, p.eps_q32);
 }
 
-// n = ⌊(a·R + 2^14)/2^15⌋ and the affine output stage (layernorm_out) of 16 channels from i.
-inline void layernorm_out16(const LayerNormParams& p, __m256i a, __m256i recip, __m128i frac,
-                            Index i, std::int8_t* y) noexcept {
-  const __m256i n = _mm256_mulhrs_epi16(a, recip);
-  const __m256i g = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.gain.data() + i));
-  const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.bias.data() + i));
-  const __m256i h = _mm256_sra_epi16(_mm256_adds_epi16(_mm256_mulhrs_epi16(n, g), b), frac);
-  const __m128i o = _mm_packs_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), o);
+// The output stage (n = ⌊(a·R + 2^14)/2^15⌋, then layernorm_out) of channels [0, full), full a
+// multiple of 16, given a_of(i): a of the 16 channels from i. Two vectors share one pack and one
+// 32-byte store. The parameters are read through local pointers: y is a char type, so stores
+// through it could alias the vectors' data pointers and would force a reload per channel block.
+template <class AOf>
+inline void layernorm_out_rows16(const LayerNormParams& p, std::int32_t row_recip, Index full,
+                                 std::int8_t* y, AOf&& a_of) noexcept {
+  const std::int16_t* gain = p.gain.data();
+  const std::int16_t* bias = p.bias.data();
+  const __m256i recip = _mm256_set1_epi16(static_cast<std::int16_t>(row_recip));
+  const __m128i frac = _mm_cvtsi32_si128(p.frac_bits);
+  auto h_at = [&](Index i) {
+    const __m256i n = _mm256_mulhrs_epi16(a_of(i), recip);
+    const __m256i g = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gain + i));
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + i));
+    return _mm256_sra_epi16(_mm256_adds_epi16(_mm256_mulhrs_epi16(n, g), b), frac);
+  };
+  Index i = 0;
+  for (; i + 32 <= full; i += 32) {
+    const __m256i packed = _mm256_packs_epi16(h_at(i), h_at(i + 16));  // lanes 0 2 1 3
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), _mm256_permute4x64_epi64(packed, 0xd8));
+  }
+  if (i < full) {
+    const __m256i h = h_at(i);
+    const __m128i o = _mm_packs_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), o);
+  }
 }
 
 // The scalar definition for channels [from, C).
@@ -129,14 +147,13 @@ inline void layernorm_apply_int8_16(const LayerNormParams& p, const LayerNormRow
   const Index full = c - c % 16;
   const __m128i vshift = _mm_cvtsi32_si128(row.shift);
   const __m256i mean = _mm256_set1_epi16(static_cast<std::int16_t>(row.mean));
-  const __m256i recip = _mm256_set1_epi16(static_cast<std::int16_t>(row.recip));
-  const __m128i up = _mm_cvtsi32_si128(row.up), down = _mm_cvtsi32_si128(row.down),
-                frac = _mm_cvtsi32_si128(p.frac_bits);
-  for (Index i = 0; i < full; i += 16) {
-    const __m256i scaled = _mm256_sll_epi16(layernorm_int8_prescaled(p, x, i), vshift);  // < 2^13
-    const __m256i a = _mm256_sra_epi16(_mm256_sll_epi16(_mm256_sub_epi16(scaled, mean), up), down);
-    layernorm_out16(p, a, recip, frac, i, y);
-  }
+  const __m128i up = _mm_cvtsi32_si128(row.up), down = _mm_cvtsi32_si128(row.down);
+  const std::int16_t* scale = p.ptf_scale.data();
+  layernorm_out_rows16(p, row.recip, full, y, [&](Index i) {
+    const __m256i scaled =
+        _mm256_sll_epi16(layernorm_int8_prescaled(scale, x, i), vshift);  // < 2^13
+    return _mm256_sra_epi16(_mm256_sll_epi16(_mm256_sub_epi16(scaled, mean), up), down);
+  });
   layernorm_apply_tail(p, row, x, y, full);
 }
 
@@ -227,16 +244,14 @@ inline void layernorm_apply_i16_16(const LayerNormParams& p, const LayerNormRow&
   const __m256i vc1 = _mm256_set1_epi16(static_cast<std::int16_t>(c1));
   const __m256i vc2 = _mm256_set1_epi16(static_cast<std::int16_t>(static_cast<std::uint16_t>(c2)));
   const __m128i vsl = _mm_cvtsi32_si128(sl), vsr = _mm_cvtsi32_si128(sr);
-  const __m256i recip = _mm256_set1_epi16(static_cast<std::int16_t>(row.recip));
-  const __m128i frac = _mm_cvtsi32_si128(p.frac_bits);
-  for (Index i = 0; i < full; i += 16) {
-    const __m256i v = _mm256_mullo_epi16(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.ptf_scale.data() + i)));
-    const __m256i a = _mm256_sub_epi16(
-        _mm256_sra_epi16(_mm256_sll_epi16(_mm256_sub_epi16(v, vc1), vsl), vsr), vc2);
-    layernorm_out16(p, a, recip, frac, i, y);
-  }
+  const std::int16_t* scale = p.ptf_scale.data();
+  layernorm_out_rows16(p, row.recip, full, y, [&](Index i) {
+    const __m256i v =
+        _mm256_mullo_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)),
+                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scale + i)));
+    return _mm256_sub_epi16(_mm256_sra_epi16(_mm256_sll_epi16(_mm256_sub_epi16(v, vc1), vsl), vsr),
+                            vc2);
+  });
   layernorm_apply_tail(p, row, x, y, full);
 }
 
