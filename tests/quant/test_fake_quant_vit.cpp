@@ -188,6 +188,31 @@ TEST_SUITE("quant") {
               R"({"base": "w8a8", "activations": {"query": {"ptf": true}}})");
         },
         "activations.query");
+    // The same rules for an override of one point, and no power-of-two factor on a weight.
+    test::check_throws_containing<ArgumentError>(
+        [] {
+          (void)QuantConfig::from_json(
+              R"({"base": "w8a8", "overrides": {"blocks.1.query": {"ptf": true}}})");
+        },
+        "overrides.blocks.1.query");
+    CHECK(QuantConfig::from_json(
+              R"({"base": "w8a8", "overrides": {"blocks.1.block_input": {"ptf": true}}})")
+              .activation(HookSite::kBlockInput, 1)
+              .ptf);
+    test::check_throws_containing<ArgumentError>(
+        [] {
+          (void)QuantConfig::from_json(
+              R"({"base": "w8a8", "weights": {"fc1": {"scheme": "asymmetric",
+                  "granularity": "tensor", "ptf": true}}})");
+        },
+        "weights.fc1");
+    test::check_throws_containing<ArgumentError>(
+        [] {
+          (void)QuantConfig::from_json(
+              R"({"base": "w8a8", "overrides": {"head.weight": {"scheme": "asymmetric",
+                  "granularity": "tensor", "ptf": true}}})");
+        },
+        "overrides.head.weight");
     // An override for a block the model does not have.
     const auto cfg = QuantConfig::from_json(
         R"({"base": "w8a8", "overrides": {"blocks.7.attn.qkv.weight": {"bits": 4}}})");

@@ -117,6 +117,22 @@ TEST_SUITE("quant") {
     key.granularity = {GranularityKind::kGroup, 0, 8};
     key.group_scale_bits = 4;
     CHECK_THROWS_WITH_AS(bad.validate(), doctest::Contains("weights only"), ArgumentError);
+    // The same spec as an override of one block's keys; a weight override keeps it.
+    const TensorQuantSpec group_key = key;
+    bad = c;
+    bad.overrides["blocks.1.key"] = group_key;
+    CHECK_THROWS_WITH_AS(bad.validate(), doctest::Contains("overrides.blocks.1.key"),
+                         ArgumentError);
+    CHECK_THROWS_WITH_AS(
+        (void)QuantConfig::from_json(
+            R"({"base": "w4a8", "overrides": {"blocks.0.key": {"granularity": "group",
+                "group_size": 8, "group_scale_bits": 4}}})"),
+        doctest::Contains("weights only"), ArgumentError);
+    const QuantConfig fc1_only = QuantConfig::from_json(
+        R"({"base": "w4a8", "overrides": {"blocks.0.mlp.fc1.weight": {"granularity": "group",
+            "group_size": 32, "group_scale_bits": 4}}})");
+    CHECK(fc1_only.weight(WeightKind::kFc1, 0).group_scale_bits == 4);
+    CHECK(fc1_only.weight(WeightKind::kFc1, 1).group_scale_bits == 0);
 
     // The simulation's PTQ snaps the observer's scales of those weights, and only of those.
     model::ViTConfig vc;

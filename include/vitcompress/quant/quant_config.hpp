@@ -57,6 +57,7 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -166,6 +167,49 @@ inline constexpr int kNumWeightKinds = 6;
                     : std::string(model::to_string(s));
 }
 
+// The weight kind an override point names ("blocks.N.mlp.fc1.weight", "head.weight"), if any.
+[[nodiscard]] inline std::optional<WeightKind> override_weight_kind(const std::string& point) {
+  for (int k = 0; k < kNumWeightKinds; ++k) {
+    const auto wk = static_cast<WeightKind>(k);
+    const bool global = wk == WeightKind::kPatchEmbed || wk == WeightKind::kHead;
+    const std::string any_block = weight_name(wk, 0);
+    if (global ? point == any_block
+               : point.starts_with("blocks.") &&
+                     point.ends_with(any_block.substr(std::string("blocks.0").size())))
+      return wk;
+  }
+  return std::nullopt;
+}
+
+// The activation site an override point names ("blocks.N.fc2_input", "patch_input"), if any.
+[[nodiscard]] inline std::optional<model::HookSite> override_site(const std::string& point) {
+  for (int s = 0; s < model::kNumHookSites; ++s) {
+    const auto site = static_cast<model::HookSite>(s);
+    const std::string sn = model::to_string(site);
+    if (site_in_blocks(site) ? point.starts_with("blocks.") && point.ends_with("." + sn)
+                             : point == sn)
+      return site;
+  }
+  return std::nullopt;
+}
+
+// ArgumentError (naming `what`) for a spec that no weight can take.
+inline void validate_weight_spec(const TensorQuantSpec& spec, const std::string& what) {
+  spec.validate(what);
+  if (spec.ptf) VITC_THROW(ArgumentError(what + ": the power-of-two factor is for activations"));
+}
+
+// ArgumentError (naming `what`) for a spec that activation site `site` cannot take.
+inline void validate_activation_spec(model::HookSite site, const TensorQuantSpec& spec,
+                                     const std::string& what) {
+  spec.validate(what);
+  if (spec.group_scale_bits != 0)
+    VITC_THROW(ArgumentError(what + ": group_scale_bits applies to weights only"));
+  if (spec.ptf && !is_residual_site(site))
+    VITC_THROW(
+        ArgumentError(what + ": the power-of-two factor applies to residual-stream sites only"));
+}
+
 struct QuantConfig {
   std::string name = "custom";
   std::array<TensorQuantSpec, kNumWeightKinds> weights{};
@@ -183,24 +227,26 @@ struct QuantConfig {
     return activations[static_cast<std::size_t>(s)];
   }
 
-  // ArgumentError naming the first invalid spec.
+  // ArgumentError naming the first invalid spec (an override is checked as the weight or
+  // activation point it names).
   void validate() const {
     for (int k = 0; k < kNumWeightKinds; ++k)
-      weights[static_cast<std::size_t>(k)].validate(std::string("weights.") +
-                                                    to_string(static_cast<WeightKind>(k)));
+      validate_weight_spec(weights[static_cast<std::size_t>(k)],
+                           std::string("weights.") + to_string(static_cast<WeightKind>(k)));
     for (int s = 0; s < model::kNumHookSites; ++s) {
       const auto site = static_cast<model::HookSite>(s);
-      const auto& spec = activations[static_cast<std::size_t>(s)];
-      spec.validate(std::string("activations.") + model::to_string(site));
-      if (spec.group_scale_bits != 0)
-        VITC_THROW(ArgumentError(std::string("activations.") + model::to_string(site) +
-                                 ": group_scale_bits applies to weights only"));
-      if (spec.ptf && !is_residual_site(site))
-        VITC_THROW(
-            ArgumentError(std::string("activations.") + model::to_string(site) +
-                          ": the power-of-two factor applies to residual-stream sites only"));
+      validate_activation_spec(site, activations[static_cast<std::size_t>(s)],
+                               std::string("activations.") + model::to_string(site));
     }
-    for (const auto& [point, spec] : overrides) spec.validate("overrides." + point);
+    for (const auto& [point, spec] : overrides) {
+      const std::string what = "overrides." + point;
+      if (override_weight_kind(point))
+        validate_weight_spec(spec, what);
+      else if (const auto site = override_site(point))
+        validate_activation_spec(*site, spec, what);
+      else
+        spec.validate(what);  // a name no point has: from_json and FakeQuantViT refuse it
+    }
     if (other_params != SchemeKind::kNone && other_params != SchemeKind::kFp16)
       VITC_THROW(ArgumentError("other_params: only 'none' or 'fp16'"));
   }
@@ -467,27 +513,13 @@ inline QuantConfig QuantConfig::from_json(const std::string& text) {
       for (const auto& [point, spec] : v.items()) {
         // The spec it replaces: the kind default the point would otherwise get.
         TensorQuantSpec base;
-        bool known = false;
-        for (int k = 0; k < kNumWeightKinds && !known; ++k) {
-          const auto wk = static_cast<WeightKind>(k);
-          const bool global = wk == WeightKind::kPatchEmbed || wk == WeightKind::kHead;
-          if (global
-                  ? point == weight_name(wk, 0)
-                  : (point.starts_with("blocks.") &&
-                     point.ends_with(weight_name(wk, 0).substr(std::string("blocks.0").size())))) {
-            base = c.weights[static_cast<std::size_t>(k)];
-            known = true;
-          }
-        }
-        for (int s = 0; s < model::kNumHookSites && !known; ++s) {
-          const auto site = static_cast<model::HookSite>(s);
-          const std::string sn = model::to_string(site);
-          if (site_in_blocks(site) ? (point.starts_with("blocks.") && point.ends_with("." + sn))
-                                   : point == sn) {
-            base = c.activations[static_cast<std::size_t>(s)];
-            known = true;
-          }
-        }
+        bool known = true;
+        if (const auto wk = override_weight_kind(point))
+          base = c.weights[static_cast<std::size_t>(*wk)];
+        else if (const auto site = override_site(point))
+          base = c.activations[static_cast<std::size_t>(*site)];
+        else
+          known = false;
         if (!known)
           VITC_THROW(FormatError("vitc.quant: overrides." + point +
                                  ": not the name of a weight or activation point"));
