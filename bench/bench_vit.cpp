@@ -17,6 +17,12 @@
 //            (the 4-bit kernel's integer groups, quant/group_scales.hpp)
 //   batch    1, 8;  threads 1, 2 (a ThreadPool)
 //
+// Pruned float models: vit/<model>_p<R>/fp32/b1/t1 for model shipped and deit_tiny and R = 9
+// (9.375%), 20, 40, 60: heads and MLP units removed by magnitude (L2), the same ratio in every
+// block (prune::plan_pruning, as `vitc prune --importance magnitude --groups heads,mlp`), so the
+// fp32 latency can be set against the MACs removed (GMACs/image) within one run. The pruned
+// shapes do not depend on the weights' values, only the choice of units does.
+//
 // Counters: images/s (rate), GMACs per image. Setup (weights, calibration, packing, buffers) and
 // one warm-up pass run before the timed loop. Run on a quiet machine; quote ratios of one run.
 #include <benchmark/benchmark.h>
@@ -30,6 +36,10 @@
 #include "vitcompress/model/packed_vit.hpp"
 #include "vitcompress/model/vit_checkpoint.hpp"
 #include "vitcompress/model/vit_forward.hpp"
+#include "vitcompress/prune/pruner.hpp"
+#include "vitcompress/prune/score_groups.hpp"
+#include "vitcompress/prune/vit_graph.hpp"
+#include "vitcompress/prune/vit_pruner.hpp"
 #include "vitcompress/quant/fake_quant_vit.hpp"
 
 namespace {
@@ -38,7 +48,28 @@ using vitc::Index;
 using vitc::Tensor;
 namespace model = vitc::model;
 
+model::ViTWeights<float> load_weights(const std::string& name);
+
+// Heads and MLP units of `w` removed by magnitude, `ratio` of each block's units.
+model::ViTWeights<float> pruned_by_magnitude(const model::ViTWeights<float>& w, double ratio) {
+  namespace prune = vitc::prune;
+  const prune::ViTGraph graph = prune::vit_graph(w.config);
+  prune::PruneOptions opt;
+  opt.ratio = ratio;
+  prune::ScoreOptions sopt;
+  for (const auto& g : graph.graph.groups())
+    sopt.which.push_back(g.kind == prune::GroupKind::kHeads || g.kind == prune::GroupKind::kHidden);
+  const auto params = prune::param_tensors(w);
+  const auto scores = prune::score_groups<float>(graph.graph, params, {}, prune::ScoreSpec{}, sopt);
+  return prune::apply_pruning(w, graph, prune::plan_pruning(graph.graph, scores, opt));
+}
+
 model::ViTWeights<float> load_weights(const std::string& name) {
+  if (const auto at = name.rfind("_p"); at != std::string::npos) {  // e.g. deit_tiny_p40
+    const std::string percent = name.substr(at + 2);
+    const double ratio = percent == "9" ? 0.09375 : std::stod(percent) / 100.0;
+    return pruned_by_magnitude(load_weights(name.substr(0, at)), ratio);
+  }
   if (name == "shipped") {
     const std::filesystem::path ckpt =
         std::filesystem::path(VITC_SOURCE_DIR) / "models" / "fashion_mnist_vit.safetensors";
@@ -151,6 +182,17 @@ void register_all() {
         }
 }
 
-const int registered = (register_all(), 0);
+void register_pruned() {
+  for (const char* name : {"shipped", "deit_tiny"})
+    for (const char* percent : {"9", "20", "40", "60"}) {
+      const std::string model = std::string(name) + "_p" + percent;
+      benchmark::RegisterBenchmark(
+          ("vit/" + model + "/fp32/b1/t1").c_str(),
+          [model](benchmark::State& state) { bench_fp32(state, model, 1, 1); })
+          ->Unit(benchmark::kMillisecond);
+    }
+}
+
+const int registered = (register_all(), register_pruned(), 0);
 
 }  // namespace
