@@ -227,7 +227,8 @@ Int4TileArgs int4_x86_setup(const GemmInt4Problem<AT, OutT>& p, const Pipeline& 
   s.a = scratch_in<std::uint8_t>(p.ws, 0, p.m * t.lda);
   s.rowsums = scratch_in<std::int32_t>(p.ws, 2, p.m * b.groups());
   t.group_stride = b.panels() * 16;
-  const Index corr_size = b.groups() * t.group_stride;
+  // Integer groups need one correction per column; the other tiles one per group and column.
+  const Index corr_size = b.integer_groups() ? t.group_stride : b.groups() * t.group_stride;
   s.colcorr = scratch_in<std::int32_t>(p.ws, 1, corr_size);
   const std::int32_t off = (std::is_same_v<AT, std::uint8_t> ? 128 : 0) - p.a_zero_point;
   t.mults = nullptr;
@@ -264,11 +265,12 @@ template <class AT, class OutT>
 void int4_pack_rows(const GemmInt4Problem<AT, OutT>& p, Int4Scratch& s, const Int4TileArgs& t,
                     Index r0, Index r1) noexcept {
   constexpr std::uint8_t kFlip = std::is_same_v<AT, std::uint8_t> ? 0x80 : 0x00;
-  // Integer groups read the bytes as unsigned a_u = a_p + 128 (their row sums go unused).
-  const auto flip = static_cast<std::uint8_t>(kFlip ^ (p.b->integer_groups() ? 0x80 : 0x00));
+  // Integer groups read the bytes as unsigned a_u = a_p + 128 and need no row sums.
+  const bool integer_groups = p.b->integer_groups();
+  const auto flip = static_cast<std::uint8_t>(kFlip ^ (integer_groups ? 0x80 : 0x00));
   pack_int4_activations(row_slice(p, r0, r1),
                         reinterpret_cast<std::int8_t*>(s.a.get()) + r0 * t.lda, t.lda, flip,
-                        s.rowsums.get() + r0 * t.rs_stride);
+                        integer_groups ? nullptr : s.rowsums.get() + r0 * t.rs_stride);
 }
 
 template <class AT, class OutT, class Pipeline, class Policy>

@@ -43,9 +43,9 @@ struct GemmInt4Problem {
   }
 };
 
-// Signed or raw activation bytes, rows of ld = kblocks·8 bytes (zero-padded), and
-// rowsums[i·groups + g] = Σ_{k in g} a_p[i][k] with a_p = a XOR flip read as AT' (flip = 0x80
-// turns uint8 a into int8 a − 128).
+// Signed or raw activation bytes, rows of ld = kblocks·8 bytes (zero-padded), and, unless rowsums
+// is null, rowsums[i·groups + g] = Σ_{k in g} a_p[i][k] with a_p = a XOR flip read as AT' (flip =
+// 0x80 turns uint8 a into int8 a − 128).
 template <class PackedT, class AT, class OutT>
 void pack_int4_activations(const GemmInt4Problem<AT, OutT>& p, PackedT* dst, Index ld,
                            std::uint8_t flip, std::int32_t* rowsums) noexcept {
@@ -63,6 +63,7 @@ void pack_int4_activations(const GemmInt4Problem<AT, OutT>& p, PackedT* dst, Ind
       for (Index j = 0; j < k; ++j) row[j] = static_cast<PackedT>(src[j * cs] ^ flip);
     }
     for (Index j = k; j < ld; ++j) row[j] = PackedT{0};
+    if (rowsums == nullptr) continue;
     for (Index g = 0; g < groups; ++g) {
       std::int32_t sum = 0;
       const Index k1 = std::min(k, (g + 1) * gsize);
