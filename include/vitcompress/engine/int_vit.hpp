@@ -805,14 +805,28 @@ class IntViT {
     detail::rescale_row(r, acc, x, extra, out, n);
   }
 
+  // Calls f(tag) with the kernels' path: Arch, or for arch::Auto the path chosen at construction
+  // (helper_arch_), so that no kernel call inside run() reads VITC_ARCH or the CPU features again.
+  template <class F>
+  void on_arch(F&& f) const {
+    if constexpr (std::is_same_v<Arch, kernels::arch::Auto>)
+      kernels::arch::dispatch(helper_arch_, std::forward<F>(f));
+    else
+      std::forward<F>(f)(Arch{});
+  }
+
   // C = pipeline((A − zero_point)·W) for a linear layer's weights, int8 or 4-bit.
   template <class AT, class Pipeline, class OutT, class Pol>
   void linear(const detail::LinearWeights& w, TensorView<AT, 2> a, std::int32_t zero_point,
               const Pipeline& pipeline, TensorView<OutT, 2> c, Pol& pol) {
     if (w.int4)
-      kernels::gemm_int4<Arch>(a, zero_point, w.w4, pipeline, c, pol, &ws_);
+      on_arch([&](auto tag) {
+        kernels::gemm_int4<decltype(tag)>(a, zero_point, w.w4, pipeline, c, pol, &ws_);
+      });
     else
-      kernels::gemm_int8<Arch>(a, zero_point, w.w8, pipeline, c, pol, &ws_);
+      on_arch([&](auto tag) {
+        kernels::gemm_int8<decltype(tag)>(a, zero_point, w.w8, pipeline, c, pol, &ws_);
+      });
   }
 
   template <bool kProfile>
@@ -879,21 +893,31 @@ class IntViT {
                         .transposed());
           const TensorView<const std::uint8_t, 2> qh(q_.data() + img * t * q_ld + h * b.dqk,
                                                      {qt, b.dqk}, {q_ld, 1});
-          kernels::gemm_int8<Arch>(qh, b.q_zp, kp, kernels::RawInt32{}, scores, seq, &ws);
+          on_arch([&](auto tag) {
+            kernels::gemm_int8<decltype(tag)>(qh, b.q_zp, kp, kernels::RawInt32{}, scores, seq,
+                                              &ws);
+          });
           const std::int64_t t1 = Clock::now_ns();
           if (!b.softmax_log2)
-            kernels::softmax_int<Arch>(b.softmax, TensorView<const std::int32_t, 2>(scores), probs);
+            on_arch([&](auto tag) {
+              kernels::softmax_int<decltype(tag)>(b.softmax,
+                                                  TensorView<const std::int32_t, 2>(scores), probs);
+            });
           else
-            kernels::softmax_int<Arch>(*b.softmax_log2, TensorView<const std::int32_t, 2>(scores),
-                                       probs);
+            on_arch([&](auto tag) {
+              kernels::softmax_int<decltype(tag)>(*b.softmax_log2,
+                                                  TensorView<const std::int32_t, 2>(scores), probs);
+            });
           const std::int64_t t2 = Clock::now_ns();
           vp.repack(TensorView<const std::int8_t, 2>(kv + qk + h * b.dv, {t, b.dv}, {kv_ld, 1}));
           const Index out_row = cls_only ? img : img * t;
           const TensorView<std::uint8_t, 2> out(attn_.data() + out_row * out_ld + h * b.dv,
                                                 {qt, b.dv}, {out_ld, 1});
           if (!b.softmax_log2) {
-            kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(probs), 0, vp, pvpipe, out,
-                                     seq, &ws);
+            on_arch([&](auto tag) {
+              kernels::gemm_int8<decltype(tag)>(TensorView<const std::uint8_t, 2>(probs), 0, vp,
+                                                pvpipe, out, seq, &ws);
+            });
           } else {
             log2_pv(b, probs, c, vp, pvpipe, out, ws);
           }
@@ -922,18 +946,28 @@ class IntViT {
     std::uint8_t* hi = probs_hi_.data() + chunk * probs_hi_.extent(1);
     detail::log2_weights(codes.data(), rows * t, b.log2_levels(), hi, codes.data());
     if (b.log2_levels() <= 8) {
-      kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(codes), 0, vp, pvpipe, out, seq,
-                               &ws);
+      on_arch([&](auto tag) {
+        kernels::gemm_int8<decltype(tag)>(TensorView<const std::uint8_t, 2>(codes), 0, vp, pvpipe,
+                                          out, seq, &ws);
+      });
       return;
     }
     const Index dv = out.extent(1);
     std::int32_t* acc = pv_acc_.data() + chunk * pv_acc_.extent(1);
     const TensorView<std::int32_t, 2> acc_hi(acc, {rows, dv}), acc_lo(acc + rows * dv, {rows, dv});
-    kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(hi, {rows, t}), 0, vp, acc_hi, seq,
-                             &ws);
-    kernels::gemm_int8<Arch>(TensorView<const std::uint8_t, 2>(codes), 0, vp, acc_lo, seq, &ws);
+    on_arch([&](auto tag) {
+      kernels::gemm_int8<decltype(tag)>(TensorView<const std::uint8_t, 2>(hi, {rows, t}), 0, vp,
+                                        acc_hi, seq, &ws);
+    });
+    on_arch([&](auto tag) {
+      kernels::gemm_int8<decltype(tag)>(TensorView<const std::uint8_t, 2>(codes), 0, vp, acc_lo,
+                                        seq, &ws);
+    });
     for (Index i = 0; i < rows * dv; ++i) acc[i] = acc[i] * 256 + acc[rows * dv + i];
-    kernels::apply_output_pipeline<Arch>(pvpipe, TensorView<const std::int32_t, 2>(acc_hi), out);
+    on_arch([&](auto tag) {
+      kernels::apply_output_pipeline<decltype(tag)>(pvpipe,
+                                                    TensorView<const std::int32_t, 2>(acc_hi), out);
+    });
   }
 
   template <class Clock>
@@ -946,7 +980,10 @@ class IntViT {
       // LayerNorm 1 and qkv.
       auto res_all = res_.view().slice(0, 0, m);
       auto ln = ln_out_.view().slice(0, 0, m);
-      kernels::layernorm_int<Arch>(b.ln1, TensorView<const std::int16_t, 2>(res_all), ln, pol);
+      on_arch([&](auto tag) {
+        kernels::layernorm_int<decltype(tag)>(b.ln1, TensorView<const std::int16_t, 2>(res_all), ln,
+                                              pol);
+      });
       clock.mark(Stage::kNorm1, l);
       const QPipe qpipe{{b.rq_q.bias}, {b.rq_q.multipliers}, {b.q_zp}, {}};
       linear(b.wq, TensorView<const std::int8_t, 2>(ln), b.ln1_zp, qpipe,
@@ -982,7 +1019,7 @@ class IntViT {
       // LayerNorm 2, fc1, GELU, fc2.
       const TensorView<const std::int16_t, 2> res_rows(res_.data(), {mr, d}, {res_ld, 1});
       auto ln2 = ln_out_.view().slice(0, 0, mr);
-      kernels::layernorm_int<Arch>(b.ln2, res_rows, ln2, pol);
+      on_arch([&](auto tag) { kernels::layernorm_int<decltype(tag)>(b.ln2, res_rows, ln2, pol); });
       clock.mark(Stage::kNorm2, l);
       auto fc2_in = fc2_in_.view().slice(0, 0, mr).slice(1, 0, b.hidden);
       if constexpr (Gelu::kTable) {
@@ -1012,7 +1049,10 @@ class IntViT {
         auto h32 = acc_.view().slice(0, 0, mr).slice(1, 0, b.hidden);
         const Fc1KernelPipe pipe{{b.rq_fc1.bias}, {b.rq_fc1.multipliers}};
         linear(b.wfc1, TensorView<const std::int8_t, 2>(ln2), b.ln2_zp, pipe, h32, pol);
-        kernels::gelu_int<Arch>(*b.gelu, TensorView<const std::int32_t, 2>(h32), fc2_in, pol);
+        on_arch([&](auto tag) {
+          kernels::gelu_int<decltype(tag)>(*b.gelu, TensorView<const std::int32_t, 2>(h32), fc2_in,
+                                           pol);
+        });
       }
       clock.mark(Stage::kFc1Gelu, l);
       linear(b.wfc2, TensorView<const std::int8_t, 2>(fc2_in), b.fc2_zp, kernels::RawInt32{}, acc,
@@ -1032,7 +1072,7 @@ class IntViT {
     with_policy([&](auto& pol) {
       const TensorView<const std::int16_t, 2> cls(res_.data(), {batch, s.d}, {s.t * s.d, 1});
       auto ln = ln_out_.view().slice(0, 0, batch);
-      kernels::layernorm_int<Arch>(final_ln_, cls, ln, pol);
+      on_arch([&](auto tag) { kernels::layernorm_int<decltype(tag)>(final_ln_, cls, ln, pol); });
       const HeadPipe pipe{{head_bias_}, {head_scale_}};
       linear(head_w_, TensorView<const std::int8_t, 2>(ln), head_zp_, pipe, logits, pol);
     });
@@ -1043,7 +1083,8 @@ class IntViT {
   ThreadPool* pool_ = nullptr;
   int attn_threads_ = 1;
   // The path of the engine's own vector loops (input quantization, residual rescaling, GELU
-  // lookup): AVX-512 or AVX2 when Arch is that path, or is Auto on a CPU that has it.
+  // lookup): AVX-512 or AVX2 when Arch is that path, or is Auto on a CPU that has it. For Auto it
+  // is also the kernels' path (on_arch).
   kernels::arch::ArchId helper_arch_ = kernels::arch::ArchId::kScalar;
 
   detail::AsymPoint patch_in_;

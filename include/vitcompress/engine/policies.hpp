@@ -9,7 +9,8 @@
 //   IntViT<Gemm, Softmax, Norm, Gelu>
 //     Gemm     gemm::Int8<Arch>         integer GEMMs (int8, and 4-bit for w4a8 layers) on path
 //                                       Arch (kernels/arch.hpp: arch::Auto picks
-//                                       the fastest at run time; arch::Scalar, XsimdNative, Avx2,
+//                                       the fastest, or VITC_ARCH's, once when the engine is
+//                                       built; arch::Scalar, XsimdNative, Avx2,
 //                                       Avx512Vnni force one). The same Arch is used by every
 //                                       kernel of the engine (LayerNorm, softmax, GELU), so one
 //                                       template argument forces one whole path; all paths give
