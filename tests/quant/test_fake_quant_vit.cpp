@@ -188,6 +188,30 @@ TEST_SUITE("quant") {
               R"({"base": "w8a8", "activations": {"query": {"ptf": true}}})");
         },
         "activations.query");
+    // Integers the field's type cannot hold are refused, not wrapped into valid values.
+    test::check_throws_containing<FormatError>(
+        [] {
+          (void)QuantConfig::from_json(
+              R"({"base": "w8a8", "weights": {"fc2": {"bits": 4294967300}}})");
+        },
+        "weights.fc2.bits = 4294967300 is out of range");
+    test::check_throws_containing<FormatError>(
+        [] {
+          (void)QuantConfig::from_json(
+              R"({"base": "w4a8-g32", "weights": {"fc1": {"group_scale_bits": -4294967292}}})");
+        },
+        "weights.fc1.group_scale_bits");
+    test::check_throws_containing<FormatError>(
+        [] {
+          (void)QuantConfig::from_json(
+              R"({"base": "w8a8", "activations": {"query": {"max_samples": 18446744073709551615}}})");
+        },
+        "activations.query.max_samples");
+    test::check_throws_containing<FormatError>(
+        [] { (void)QuantConfig::from_json(R"({"base": "w8a8", "version": 4294967297})"); },
+        "unsupported version");
+    CHECK(QuantConfig::from_json(R"({"base": "w8a8", "version": 1})").weights ==
+          QuantConfig::named("w8a8").weights);
     // The same rules for an override of one point, and no power-of-two factor on a weight.
     test::check_throws_containing<ArgumentError>(
         [] {

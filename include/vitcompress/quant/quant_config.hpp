@@ -56,6 +56,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -294,6 +296,20 @@ inline nlohmann::json spec_to_json(const TensorQuantSpec& s) {
 }
 
 // Applies the keys of `j` on top of `s`.
+// An integer JSON value that T represents; FormatError naming `at` otherwise (a larger value must
+// not wrap into a valid one: bits = 2^32 + 4 is not 4).
+template <class T>
+[[nodiscard]] T json_integer(const nlohmann::json& v, const std::string& at) {
+  if (!v.is_number_integer()) VITC_THROW(FormatError(at + " must be an integer"));
+  const bool fits =
+      v.is_number_unsigned()
+          ? v.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<T>::max())
+          : v.get<std::int64_t>() >= std::numeric_limits<T>::min() &&
+                v.get<std::int64_t>() <= std::numeric_limits<T>::max();
+  if (!fits) VITC_THROW(FormatError(at + " = " + v.dump() + " is out of range"));
+  return static_cast<T>(v.get<std::int64_t>());
+}
+
 inline TensorQuantSpec spec_from_json(const nlohmann::json& j, TensorQuantSpec s,
                                       const std::string& where) {
   if (!j.is_object()) VITC_THROW(FormatError("vitc.quant: " + where + " must be an object"));
@@ -306,8 +322,7 @@ inline TensorQuantSpec spec_from_json(const nlohmann::json& j, TensorQuantSpec s
       need(v.is_string(), "a string");
       s.scheme.kind = scheme_kind_from_string(v.get<std::string>(), at);
     } else if (key == "bits") {
-      need(v.is_number_integer(), "an integer");
-      s.scheme.bits = v.get<int>();
+      s.scheme.bits = json_integer<int>(v, at);
     } else if (key == "granularity") {
       need(v.is_string(), "a string");
       const auto g = v.get<std::string>();
@@ -320,11 +335,9 @@ inline TensorQuantSpec spec_from_json(const nlohmann::json& j, TensorQuantSpec s
       else
         VITC_THROW(FormatError(at + ": unknown granularity '" + g + "' (tensor, channel, group)"));
     } else if (key == "axis") {
-      need(v.is_number_integer(), "an integer");
-      s.granularity.axis = v.get<int>();
+      s.granularity.axis = json_integer<int>(v, at);
     } else if (key == "group_size") {
-      need(v.is_number_integer(), "an integer");
-      s.granularity.group_size = v.get<Index>();
+      s.granularity.group_size = json_integer<Index>(v, at);
     } else if (key == "observer") {
       need(v.is_string(), "a string");
       s.observer.kind = observer_kind_from_string(v.get<std::string>(), at);
@@ -335,14 +348,12 @@ inline TensorQuantSpec spec_from_json(const nlohmann::json& j, TensorQuantSpec s
       need(v.is_number(), "a number");
       s.observer.momentum = v.get<double>();
     } else if (key == "max_samples") {
-      need(v.is_number_integer(), "an integer");
-      s.observer.max_samples = v.get<Index>();
+      s.observer.max_samples = json_integer<Index>(v, at);
     } else if (key == "ptf") {
       need(v.is_boolean(), "a boolean");
       s.ptf = v.get<bool>();
     } else if (key == "group_scale_bits") {
-      need(v.is_number_integer(), "an integer");
-      s.group_scale_bits = v.get<int>();
+      s.group_scale_bits = json_integer<int>(v, at);
     } else {
       VITC_THROW(FormatError(at + ": unknown key"));
     }
@@ -477,7 +488,7 @@ inline QuantConfig QuantConfig::from_json(const std::string& text) {
       if (!v.is_string() || v.get<std::string>() != "vitc.quant")
         VITC_THROW(FormatError("vitc.quant: format must be \"vitc.quant\""));
     } else if (key == "version") {
-      if (!v.is_number_integer() || v.get<int>() != 1)
+      if (!v.is_number_integer() || !(v == 1))
         VITC_THROW(FormatError("vitc.quant: unsupported version (this library reads version 1)"));
     } else if (key == "name") {
       if (!v.is_string()) VITC_THROW(FormatError("vitc.quant: name must be a string"));
