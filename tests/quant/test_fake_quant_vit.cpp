@@ -212,6 +212,22 @@ TEST_SUITE("quant") {
         "unsupported version");
     CHECK(QuantConfig::from_json(R"({"base": "w8a8", "version": 1})").weights ==
           QuantConfig::named("w8a8").weights);
+    // A spec whose granularity or observer changes keeps no stale field of the old one, so it
+    // reads back equal from its own JSON (fuzz_quant_config found the group size kept).
+    const QuantConfig switched = QuantConfig::from_json(
+        R"({"base": "w4a8-g32", "weights": {"qkv": {"granularity": "channel", "group_scale_bits": 0,
+            "observer": "minmax"}}, "activations": {"query": {"observer": "percentile"}}})");
+    const TensorQuantSpec& qkv = switched.weights[static_cast<std::size_t>(WeightKind::kQkv)];
+    CHECK(qkv.granularity == GranularitySpec{GranularityKind::kChannel, 0, 0});
+    CHECK(qkv.observer == ObserverSpec{});
+    const QuantConfig switched_back = QuantConfig::from_json(switched.to_json());
+    CHECK(switched_back.weights == switched.weights);
+    CHECK(switched_back.activations == switched.activations);
+    // An override that turns the kind's integer group scales off keeps them off when read back.
+    const QuantConfig off = QuantConfig::from_json(
+        R"({"base": "w4a8-g32", "overrides": {"blocks.0.mlp.fc1.weight": {"group_scale_bits": 0}}})");
+    CHECK(off.weight(WeightKind::kFc1, 0).group_scale_bits == 0);
+    CHECK(QuantConfig::from_json(off.to_json()).overrides == off.overrides);
     // The same rules for an override of one point, and no power-of-two factor on a weight.
     test::check_throws_containing<ArgumentError>(
         [] {

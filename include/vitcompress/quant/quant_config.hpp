@@ -279,7 +279,9 @@ inline TensorQuantSpec make_spec(SchemeKind kind, int bits, GranularitySpec g = 
   return s;
 }
 
-inline nlohmann::json spec_to_json(const TensorQuantSpec& s) {
+// Every field the spec uses. group_scale_bits = 0 is left out unless `explicit_zero_bits`: an
+// override is read on top of its kind's spec, whose nonzero group_scale_bits it would inherit.
+inline nlohmann::json spec_to_json(const TensorQuantSpec& s, bool explicit_zero_bits = false) {
   nlohmann::json j;
   j["scheme"] = to_string(s.scheme.kind);
   j["bits"] = s.scheme.bits;
@@ -291,7 +293,7 @@ inline nlohmann::json spec_to_json(const TensorQuantSpec& s) {
   if (s.observer.kind == ObserverKind::kMovingAverage) j["momentum"] = s.observer.momentum;
   if (s.observer.kind == ObserverKind::kMse) j["max_samples"] = s.observer.max_samples;
   j["ptf"] = s.ptf;
-  if (s.group_scale_bits != 0) j["group_scale_bits"] = s.group_scale_bits;
+  if (s.group_scale_bits != 0 || explicit_zero_bits) j["group_scale_bits"] = s.group_scale_bits;
   return j;
 }
 
@@ -358,6 +360,16 @@ inline TensorQuantSpec spec_from_json(const nlohmann::json& j, TensorQuantSpec s
       VITC_THROW(FormatError(at + ": unknown key"));
     }
   }
+  // Fields that the granularity and observer kinds do not use go back to their defaults, so that
+  // specs which behave the same compare equal and to_json (which writes only the fields in use)
+  // reads back equal: switching "granularity" from "group" to "channel" leaves no group size.
+  const GranularitySpec g0;
+  const ObserverSpec o0;
+  if (s.granularity.kind != GranularityKind::kChannel) s.granularity.axis = g0.axis;
+  if (s.granularity.kind != GranularityKind::kGroup) s.granularity.group_size = g0.group_size;
+  if (s.observer.kind != ObserverKind::kMovingAverage) s.observer.momentum = o0.momentum;
+  if (s.observer.kind != ObserverKind::kPercentile) s.observer.percentile = o0.percentile;
+  if (s.observer.kind != ObserverKind::kMse) s.observer.max_samples = o0.max_samples;
   return s;
 }
 
@@ -455,7 +467,7 @@ inline std::string QuantConfig::to_json() const {
   for (int s = 0; s < model::kNumHookSites; ++s)
     a[model::to_string(static_cast<model::HookSite>(s))] =
         detail::spec_to_json(activations[static_cast<std::size_t>(s)]);
-  for (const auto& [point, spec] : overrides) o[point] = detail::spec_to_json(spec);
+  for (const auto& [point, spec] : overrides) o[point] = detail::spec_to_json(spec, true);
   j["weights"] = std::move(w);
   j["activations"] = std::move(a);
   j["overrides"] = std::move(o);
