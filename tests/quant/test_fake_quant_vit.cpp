@@ -30,6 +30,12 @@ using model::HookSite;
 
 static_assert(model::Trainable<FakeQuantViT>);
 
+// QuantConfig::from_json(json) throws E with `needle` in its message.
+template <class E>
+void refused(const char* json, const char* needle) {
+  test::check_throws_containing<E>([&] { (void)QuantConfig::from_json(json); }, needle);
+}
+
 // 8x8 grey images, patch 4, D = 8, two uneven blocks, 3 classes.
 model::ViTConfig small_config() {
   model::ViTConfig c;
@@ -164,52 +170,26 @@ TEST_SUITE("quant") {
     CHECK(ordered.weight(WeightKind::kQkv, 1).observer.kind == ObserverKind::kPercentile);
     CHECK(ordered.weight(WeightKind::kQkv, 1).observer.percentile == 99.5);
     CHECK(ordered.weight(WeightKind::kQkv, 0).scheme.bits == 8);
-    test::check_throws_containing<FormatError>(
-        [] { (void)QuantConfig::from_json(R"({"base": "w8a8", "format": "onnx"})"); }, "format");
-    test::check_throws_containing<FormatError>(
-        [] { (void)QuantConfig::from_json(R"({"base": "w8a8", "extra": 1})"); }, "extra");
+    refused<FormatError>(R"({"base": "w8a8", "format": "onnx"})", "format");
+    refused<FormatError>(R"({"base": "w8a8", "extra": 1})", "extra");
     // Errors name the key or point.
-    test::check_throws_containing<FormatError>(
-        [] {
-          (void)QuantConfig::from_json(R"({"base": "w8a8", "weights": {"qkv": {"bitz": 4}}})");
-        },
-        "weights.qkv.bitz");
-    test::check_throws_containing<ArgumentError>(
-        [] {
-          (void)QuantConfig::from_json(R"({"base": "w8a8", "weights": {"fc2": {"bits": 9}}})");
-        },
-        "weights.fc2");
-    test::check_throws_containing<FormatError>(
-        [] { (void)QuantConfig::from_json(R"({"overrides": {"blocks.0.mlp.fc9.weight": {}}})"); },
-        "blocks.0.mlp.fc9.weight");
-    test::check_throws_containing<ArgumentError>(
-        [] {
-          (void)QuantConfig::from_json(
-              R"({"base": "w8a8", "activations": {"query": {"ptf": true}}})");
-        },
-        "activations.query");
+    refused<FormatError>(R"({"base": "w8a8", "weights": {"qkv": {"bitz": 4}}})",
+                         "weights.qkv.bitz");
+    refused<ArgumentError>(R"({"base": "w8a8", "weights": {"fc2": {"bits": 9}}})", "weights.fc2");
+    refused<FormatError>(R"({"overrides": {"blocks.0.mlp.fc9.weight": {}}})",
+                         "blocks.0.mlp.fc9.weight");
+    refused<ArgumentError>(R"({"base": "w8a8", "activations": {"query": {"ptf": true}}})",
+                           "activations.query");
     // Integers the field's type cannot hold are refused, not wrapped into valid values.
-    test::check_throws_containing<FormatError>(
-        [] {
-          (void)QuantConfig::from_json(
-              R"({"base": "w8a8", "weights": {"fc2": {"bits": 4294967300}}})");
-        },
-        "weights.fc2.bits = 4294967300 is out of range");
-    test::check_throws_containing<FormatError>(
-        [] {
-          (void)QuantConfig::from_json(
-              R"({"base": "w4a8-g32", "weights": {"fc1": {"group_scale_bits": -4294967292}}})");
-        },
+    refused<FormatError>(R"({"base": "w8a8", "weights": {"fc2": {"bits": 4294967300}}})",
+                         "weights.fc2.bits = 4294967300 is out of range");
+    refused<FormatError>(
+        R"({"base": "w4a8-g32", "weights": {"fc1": {"group_scale_bits": -4294967292}}})",
         "weights.fc1.group_scale_bits");
-    test::check_throws_containing<FormatError>(
-        [] {
-          (void)QuantConfig::from_json(
-              R"({"base": "w8a8", "activations": {"query": {"max_samples": 18446744073709551615}}})");
-        },
+    refused<FormatError>(
+        R"({"base": "w8a8", "activations": {"query": {"max_samples": 18446744073709551615}}})",
         "activations.query.max_samples");
-    test::check_throws_containing<FormatError>(
-        [] { (void)QuantConfig::from_json(R"({"base": "w8a8", "version": 4294967297})"); },
-        "unsupported version");
+    refused<FormatError>(R"({"base": "w8a8", "version": 4294967297})", "unsupported version");
     CHECK(QuantConfig::from_json(R"({"base": "w8a8", "version": 1})").weights ==
           QuantConfig::named("w8a8").weights);
     // A spec whose granularity or observer changes keeps no stale field of the old one, so it
@@ -229,30 +209,18 @@ TEST_SUITE("quant") {
     CHECK(off.weight(WeightKind::kFc1, 0).group_scale_bits == 0);
     CHECK(QuantConfig::from_json(off.to_json()).overrides == off.overrides);
     // The same rules for an override of one point, and no power-of-two factor on a weight.
-    test::check_throws_containing<ArgumentError>(
-        [] {
-          (void)QuantConfig::from_json(
-              R"({"base": "w8a8", "overrides": {"blocks.1.query": {"ptf": true}}})");
-        },
-        "overrides.blocks.1.query");
+    refused<ArgumentError>(R"({"base": "w8a8", "overrides": {"blocks.1.query": {"ptf": true}}})",
+                           "overrides.blocks.1.query");
     CHECK(QuantConfig::from_json(
               R"({"base": "w8a8", "overrides": {"blocks.1.block_input": {"ptf": true}}})")
               .activation(HookSite::kBlockInput, 1)
               .ptf);
-    test::check_throws_containing<ArgumentError>(
-        [] {
-          (void)QuantConfig::from_json(
-              R"({"base": "w8a8", "weights": {"fc1": {"scheme": "asymmetric",
-                  "granularity": "tensor", "ptf": true}}})");
-        },
-        "weights.fc1");
-    test::check_throws_containing<ArgumentError>(
-        [] {
-          (void)QuantConfig::from_json(
-              R"({"base": "w8a8", "overrides": {"head.weight": {"scheme": "asymmetric",
-                  "granularity": "tensor", "ptf": true}}})");
-        },
-        "overrides.head.weight");
+    refused<ArgumentError>(R"({"base": "w8a8", "weights": {"fc1": {"scheme": "asymmetric",
+                  "granularity": "tensor", "ptf": true}}})",
+                           "weights.fc1");
+    refused<ArgumentError>(R"({"base": "w8a8", "overrides": {"head.weight": {"scheme": "asymmetric",
+                  "granularity": "tensor", "ptf": true}}})",
+                           "overrides.head.weight");
     // An override for a block the model does not have.
     const auto cfg = QuantConfig::from_json(
         R"({"base": "w8a8", "overrides": {"blocks.7.attn.qkv.weight": {"bits": 4}}})");

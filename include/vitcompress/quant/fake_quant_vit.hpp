@@ -357,8 +357,6 @@ class FakeQuantViT {
       w.name = weight_name(k, b);
       w.spec = config_.weight(k, b);
       w.spec.validate(w.name);
-      if (w.spec.ptf)
-        VITC_THROW(ArgumentError(w.name + ": the power-of-two factor is for activations"));
       const auto v = weight_view(master_, k, b);
       w.rows = v.extent(0);
       w.cols = v.extent(1);
