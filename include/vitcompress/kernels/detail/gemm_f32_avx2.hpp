@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The AVX2+FMA fp32 GEMM path. Tile: 6 rows × 1 panel (two ymm per row) = 12 ymm accumulators,
-// 2 panel loads and 6 broadcasts per k (16 ymm registers in all). Summation order as the scalar
+// 2 panel loads and 6 broadcasts per k (16 ymm registers in all). A last panel with at most 8
+// columns runs as one ymm per row, half the work: attention's Q·Kᵀ over 17 tokens, P·V with a
+// head dim of 24, and MLP widths left by pruning end in such panels. Summation order as the scalar
 // reference (one fused multiply-add per k, in order), so results are bit-identical to it.
 
 #include "vitcompress/kernels/arch.hpp"
@@ -17,9 +19,17 @@ struct GemmF32Avx2Kernel {
   static constexpr Index kDepthBlock = 0;
   template <int MR, int NV>
   VITC_TARGET_AVX2 static void tile(const GemmF32Problem& p, const GemmF32Tile& t) noexcept {
+    if (p.n - (t.panel0 + NV - 1) * PackedPanelsF32::kPanel <= 8)
+      halves<MR, 2 * NV - 1>(p, t);
+    else
+      halves<MR, 2 * NV>(p, t);
+  }
+
+  // MR rows × the first kH ymm halves (8 columns each) of the tile's panels.
+  template <int MR, int kH>
+  VITC_TARGET_AVX2 static void halves(const GemmF32Problem& p, const GemmF32Tile& t) noexcept {
     const Index i0 = t.i0, panel0 = t.panel0;
     constexpr Index kP = PackedPanelsF32::kPanel;
-    constexpr int kH = 2 * NV;  // ymm halves per row
     __m256 acc[MR][kH];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The portable fp32 GEMM path on xsimd batches (W lanes; a 16-column panel is 16/W batches).
-// Tile: 4 rows × 1 panel. Bit-identity with the scalar reference needs a fused multiply-add;
-// xsimd 8.1's fma is fused only on some archs (on AVX-512 and plain SSE/AVX it computes x*y + z
-// with two roundings), so fused_fma() below calls the ISA's instruction directly where the
-// compile flags provide one (AVX-512F, FMA3, AArch64 NEON) and kXsimdF32Fused<A> is false
-// elsewhere: the path then runs the scalar kernel, keeping the results exact.
+// Tile: 4 rows × 1 panel; a last panel of few columns runs as few batches. Bit-identity with the
+// scalar reference needs a fused multiply-add; xsimd 8.1's fma is fused only on some archs (on
+// AVX-512 and plain SSE/AVX it computes x*y + z with two roundings), so fused_fma() below calls the
+// ISA's instruction directly where the compile flags provide one (AVX-512F, FMA3, AArch64 NEON) and
+// kXsimdF32Fused<A> is false elsewhere: the path then runs the scalar kernel, keeping the results
+// exact.
 
 #include <xsimd/xsimd.hpp>
 
@@ -69,9 +70,21 @@ struct GemmF32XsimdKernel {
   static constexpr Index kDepthBlock = 0;
   template <int MR, int NV>
   static void tile(const GemmF32Problem& p, const GemmF32Tile& t) noexcept {
+    constexpr Index kP = PackedPanelsF32::kPanel;
+    const Index nc = std::min<Index>(kP * NV, p.n - t.panel0 * kP);
+    batches<MR, static_cast<int>(kP) / kW * NV>(p, t, static_cast<int>((nc + kW - 1) / kW));
+  }
+
+  // The tile over its first `nb` batches of columns (a last panel of few columns costs few).
+  template <int MR, int kV>
+  static void batches(const GemmF32Problem& p, const GemmF32Tile& t, int nb) noexcept {
+    if constexpr (kV > 1)
+      if (nb < kV) {
+        batches<MR, kV - 1>(p, t, nb);
+        return;
+      }
     const Index i0 = t.i0, panel0 = t.panel0;
     constexpr Index kP = PackedPanelsF32::kPanel;
-    constexpr int kV = static_cast<int>(kP) / kW * NV;  // batches per row
     B acc[MR][kV];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
@@ -94,8 +107,8 @@ struct GemmF32XsimdKernel {
         for (int v = 0; v < kV; ++v) acc[r][v] = fused_fma(av, bv[v], acc[r][v]);
       }
     }
-    alignas(64) float tmp[kP * NV];
-    const Index j0 = panel0 * kP, nc = std::min<Index>(kP * NV, p.n - j0);
+    alignas(64) float tmp[kV * kW];
+    const Index j0 = panel0 * kP, nc = std::min<Index>(kV * kW, p.n - j0);
     for (int r = 0; r < MR; ++r) {
       for (int v = 0; v < kV; ++v) acc[r][v].store_aligned(tmp + v * kW);
       float* out = p.c + (i0 + r) * p.ldc + j0;

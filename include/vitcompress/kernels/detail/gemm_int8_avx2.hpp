@@ -49,18 +49,20 @@ VITC_TARGET_AVX2 inline void avx2_store_first(std::int32_t* dst, __m256i v, Inde
     _mm256_maskstore_epi32(dst, avx2_tail_mask(left), v);
 }
 
-// MR rows × NV panels of 16 columns; 4·MR·NV accumulators (<= 12 of the 16 ymm registers).
-// (Only NV = 1 is used. Rewritten for one panel, GCC 12 spilled an accumulator to the stack in
-// the k loop, a store-to-load round trip per step; this form compiles to a spill-free loop.)
-template <int MR, int NV>
+// MR rows × the first NQ groups of 4 columns of one 16-column panel; 4·NQ·MR accumulators
+// (<= 8 of the 16 ymm registers). NQ < 4 serves a last panel of at most 4·NQ columns (Q·Kᵀ over
+// 17 tokens ends in one column, P·V with a head dim of 24 in eight), at NQ/4 of the work.
+// (Rewritten for MR = 3, GCC 12 spilled an accumulator to the stack in the k loop, a
+// store-to-load round trip per step; this form compiles to a spill-free loop.)
+template <int MR, int NQ>
 VITC_TARGET_AVX2 void gemm_s16s8_tile_avx2(const std::int16_t* a, Index lda, const std::int8_t* b,
-                                           Index panel_bytes, Index kgroups, std::int32_t* dst,
-                                           Index ldd, Index ncols) noexcept {
-  __m256i acc[MR][4 * NV];
+                                           Index kgroups, std::int32_t* dst, Index ldd,
+                                           Index ncols) noexcept {
+  __m256i acc[MR][NQ];
 #pragma GCC unroll 4
   for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 12
-    for (int q = 0; q < 4 * NV; ++q) acc[r][q] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int q = 0; q < NQ; ++q) acc[r][q] = _mm256_setzero_si256();
   for (Index g = 0; g < kgroups; ++g) {
     __m256i aw[MR];  // a[k..k+3] as int16, the 8 bytes repeated in every 64-bit lane
 #pragma GCC unroll 4
@@ -69,62 +71,69 @@ VITC_TARGET_AVX2 void gemm_s16s8_tile_avx2(const std::int16_t* a, Index lda, con
       std::memcpy(&a8, a + r * lda + g * 4, 8);
       aw[r] = _mm256_set1_epi64x(a8);
     }
-#pragma GCC unroll 12
-    for (int q = 0; q < 4 * NV; ++q) {  // columns 4q..4q+3 of the tile, k 0..3, as int16
-      const __m256i bw = _mm256_cvtepi8_epi16(_mm_load_si128(
-          reinterpret_cast<const __m128i*>(b + (q / 4) * panel_bytes + g * 64 + (q % 4) * 16)));
+#pragma GCC unroll 4
+    for (int q = 0; q < NQ; ++q) {  // columns 4q..4q+3 of the panel, k 0..3, as int16
+      const __m256i bw = _mm256_cvtepi8_epi16(
+          _mm_load_si128(reinterpret_cast<const __m128i*>(b + g * 64 + q * 16)));
 #pragma GCC unroll 4
       for (int r = 0; r < MR; ++r)
         acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(bw, aw[r]));
     }
   }
 #pragma GCC unroll 4
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) {
-      // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7]; the 64-bit permute (0, 2, 1, 3) restores order.
-      const __m256i* q = acc[r] + 4 * v;
-      const __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(q[0], q[1]), 0xD8);
-      const __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(q[2], q[3]), 0xD8);
-      std::int32_t* out = dst + r * ldd + 16 * v;
-      avx2_store_first(out, lo, ncols - 16 * v);
-      avx2_store_first(out + 8, hi, ncols - 16 * v - 8);
+  for (int r = 0; r < MR; ++r) {
+    // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7]; the 64-bit permute (0, 2, 1, 3) restores order.
+    // A missing odd group repeats the even one: its lanes land past 4·NQ columns, never stored.
+    const __m256i* q = acc[r];
+    std::int32_t* out = dst + r * ldd;
+    const __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(q[0], q[NQ >= 2 ? 1 : 0]), 0xD8);
+    avx2_store_first(out, lo, std::min<Index>(ncols, 4 * NQ));
+    if constexpr (NQ >= 3) {
+      const __m256i hi =
+          _mm256_permute4x64_epi64(_mm256_hadd_epi32(q[2], q[NQ >= 4 ? 3 : 2]), 0xD8);
+      avx2_store_first(out + 8, hi, std::min<Index>(ncols, 4 * NQ) - 8);
     }
+  }
 }
 
 // Largest |b| for which vpmaddubsw's pairs of u8 × s8 products cannot saturate (2·255·64 < 2^15).
 inline constexpr std::int32_t kMaddubsExactMagnitude = 64;
 
-// MR rows × one panel of 16 columns for weights with |b| <= kMaddubsExactMagnitude; A is uint8
-// (int8 activations shifted by +128), corrected by colcorr. Lanes are columns: no fold.
-template <int MR>
+// MR rows × the first NH halves (8 columns each) of one 16-column panel, for weights with
+// |b| <= kMaddubsExactMagnitude; A is uint8 (int8 activations shifted by +128), corrected by
+// colcorr. Lanes are columns: no fold. NH = 1 serves a last panel of at most 8 columns.
+template <int MR, int NH>
 VITC_TARGET_AVX2 void gemm_u8s8_tile_avx2(const std::uint8_t* a, Index lda, const std::int8_t* b,
                                           Index kgroups, const std::int32_t* colcorr,
                                           std::int32_t* dst, Index ldd, Index ncols) noexcept {
-  __m256i acc[MR][2];
+  __m256i acc[MR][NH];
 #pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (int h = 0; h < NH; ++h) acc[r][h] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1);
   for (Index g = 0; g < kgroups; ++g) {
-    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + g * 64));
-    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + g * 64 + 32));
+    __m256i bv[NH];
+#pragma GCC unroll 2
+    for (int h = 0; h < NH; ++h)
+      bv[h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + g * 64 + h * 32));
 #pragma GCC unroll 6
     for (int r = 0; r < MR; ++r) {
       std::int32_t a4;
       std::memcpy(&a4, a + r * lda + g * 4, 4);
       const __m256i av = _mm256_set1_epi32(a4);
-      acc[r][0] =
-          _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones));
-      acc[r][1] =
-          _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones));
+#pragma GCC unroll 2
+      for (int h = 0; h < NH; ++h)
+        acc[r][h] =
+            _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(_mm256_maddubs_epi16(av, bv[h]), ones));
     }
   }
-  const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colcorr));
-  const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colcorr + 8));
+#pragma GCC unroll 2
+  for (int h = 0; h < NH; ++h) {
+    const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colcorr + 8 * h));
 #pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    avx2_store_first(dst + r * ldd, _mm256_add_epi32(acc[r][0], c0), ncols);
-    avx2_store_first(dst + r * ldd + 8, _mm256_add_epi32(acc[r][1], c1), ncols - 8);
+    for (int r = 0; r < MR; ++r)
+      avx2_store_first(dst + r * ldd + 8 * h, _mm256_add_epi32(acc[r][h], corr), ncols - 8 * h);
   }
 }
 
@@ -253,17 +262,25 @@ VITC_TARGET_AVX2 void gemm_int8_avx2_panels(const GemmInt8Problem<AT, OutT>& p,
 template <class AT, class OutT, class Pipeline, class Policy>
 void gemm_int8_avx2_widened(const GemmInt8Problem<AT, OutT>& p, const Pipeline& pipeline,
                             Policy& policy) {
-  const Index lda = p.b->kgroups() * 4, kg = p.b->kgroups(), pb = p.b->panel_bytes();
+  const Index lda = p.b->kgroups() * 4, kg = p.b->kgroups();
   auto abuf = scratch_in<std::int16_t>(p.ws, 0, p.m * lda);
   pack_activations_s16(p, abuf.get(), lda);
   const std::int16_t* a = abuf.get();
   const PackedWeightsInt8& b = *p.b;
+  using TileFn =
+      void (*)(const std::int16_t*, Index, const std::int8_t*, Index, std::int32_t*, Index, Index);
+  // [rows − 1][column groups − 1]
+  constexpr TileFn kTiles[2][4] = {{&gemm_s16s8_tile_avx2<1, 1>, &gemm_s16s8_tile_avx2<1, 2>,
+                                    &gemm_s16s8_tile_avx2<1, 3>, &gemm_s16s8_tile_avx2<1, 4>},
+                                   {&gemm_s16s8_tile_avx2<2, 1>, &gemm_s16s8_tile_avx2<2, 2>,
+                                    &gemm_s16s8_tile_avx2<2, 3>, &gemm_s16s8_tile_avx2<2, 4>}};
   const auto block_rows = [&](Index m0, Index rows, Index q, std::int32_t* out, Index ldo,
                               Index ncols) {
-    for (Index r = 0; r < rows; r += 2) {
-      const auto fn = rows - r >= 2 ? &gemm_s16s8_tile_avx2<2, 1> : &gemm_s16s8_tile_avx2<1, 1>;
-      fn(a + (m0 + r) * lda, lda, b.panel(q), pb, kg, out + r * ldo, ldo, ncols);
-    }
+    const Index groups = (ncols + 3) / 4;
+    const TileFn two = kTiles[1][groups - 1], one = kTiles[0][groups - 1];
+    for (Index r = 0; r < rows; r += 2)
+      (rows - r >= 2 ? two : one)(a + (m0 + r) * lda, lda, b.panel(q), kg, out + r * ldo, ldo,
+                                  ncols);
   };
   policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
     gemm_int8_avx2_panels<8>(p, pipeline, p0, p1, block_rows);
@@ -285,13 +302,16 @@ void gemm_int8_avx2_maddubs(const GemmInt8Problem<AT, OutT>& p, const Pipeline& 
   const PackedWeightsInt8& b = *p.b;
   using TileFn = void (*)(const std::uint8_t*, Index, const std::int8_t*, Index,
                           const std::int32_t*, std::int32_t*, Index, Index);
-  constexpr TileFn kTiles[3] = {&gemm_u8s8_tile_avx2<1>, &gemm_u8s8_tile_avx2<2>,
-                                &gemm_u8s8_tile_avx2<3>};
+  // [halves − 1][rows − 1]
+  constexpr TileFn kTiles[2][3] = {
+      {&gemm_u8s8_tile_avx2<1, 1>, &gemm_u8s8_tile_avx2<2, 1>, &gemm_u8s8_tile_avx2<3, 1>},
+      {&gemm_u8s8_tile_avx2<1, 2>, &gemm_u8s8_tile_avx2<2, 2>, &gemm_u8s8_tile_avx2<3, 2>}};
   const auto block_rows = [&](Index m0, Index rows, Index q, std::int32_t* out, Index ldo,
                               Index ncols) {
+    const TileFn* tiles = kTiles[ncols > 8 ? 1 : 0];
     for (Index r = 0; r < rows; r += 3)
-      kTiles[std::min<Index>(3, rows - r) - 1](a + (m0 + r) * lda, lda, b.panel(q), kg, cc + q * 16,
-                                               out + r * ldo, ldo, ncols);
+      tiles[std::min<Index>(3, rows - r) - 1](a + (m0 + r) * lda, lda, b.panel(q), kg, cc + q * 16,
+                                              out + r * ldo, ldo, ncols);
   };
   policy.parallel_for(p.b->panels(), 1, [&](Index p0, Index p1) {
     gemm_int8_avx2_panels<9>(p, pipeline, p0, p1, block_rows);
