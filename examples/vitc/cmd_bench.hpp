@@ -10,7 +10,10 @@
 // warm-up batches and N timed batches of B synthetic images (fixed seed; the kernels' speed does
 // not depend on the pixel values), and reports; with --accuracy N it then evaluates top-1 on the
 // first N test images (after the peak RSS was read). Peak RSS is the child's whole process
-// (executable, libraries, model, engine buffers), so compare models by difference.
+// (executable, libraries, model, engine buffers, and what loading used), so compare models by
+// difference. "RSS in use" is the resident memory after the timed batches, with the memory that
+// loading freed (the fake-quant model the engine was built from, file buffers) returned to the
+// system: what a process that only runs the model keeps.
 
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -163,6 +166,7 @@ inline Json measure_model(const std::string& path, Index batch, Index runs, int 
   ThreadPool pool(threads);
   ModelRunner runner(path, batch, &pool, simulate);
   runner.release_simulation();
+  return_freed_memory();
   const auto& c = runner.config();
   Tensor<std::uint8_t, 3> pixels({batch, c.image_size, c.image_size});
   std::mt19937 rng(1234);
@@ -188,6 +192,7 @@ inline Json measure_model(const std::string& path, Index batch, Index runs, int 
       total += s;
     }
   }
+  const long rss_steady = current_rss_bytes();  // loaded, run, loading's scratch freed
   std::sort(per_image_ms.begin(), per_image_ms.end());
   const auto n = per_image_ms.size();
   Json out{{"model", path},
@@ -203,7 +208,8 @@ inline Json measure_model(const std::string& path, Index batch, Index runs, int 
            {"latency_ms_per_image_p90", n ? per_image_ms[std::min(n - 1, n * 9 / 10)] : 0.0},
            {"images_per_second", total > 0 ? static_cast<double>(batch * runs) / total : 0.0},
            {"peak_rss_bytes", peak_rss_bytes()},
-           {"rss_before_load_bytes", rss_start}};
+           {"rss_before_load_bytes", rss_start},
+           {"rss_after_runs_bytes", rss_steady}};
   if (!runner.engine_note().empty()) out["engine_note"] = runner.engine_note();
   if (accuracy_images > 0) {  // after the peak RSS was read: the test images are not counted
     const auto test_set = io::load_fashion_mnist(io::Split::kTest);
@@ -229,19 +235,21 @@ inline void run_bench(const BenchOptions& o, const CommonOptions& common) {
   }
   std::printf("batch %lld, %d threads, %lld timed batches per model (synthetic images)\n",
               static_cast<long long>(o.batch), common.threads, static_cast<long long>(o.runs));
-  std::printf("%-36s %-10s %-22s %10s %10s %10s %12s %12s %8s\n", "model", "precision", "runs on",
-              "p50 ms/img", "p90 ms/img", "images/s", "peak RSS", "file bytes", "top-1");
+  std::printf("%-36s %-10s %-22s %10s %10s %10s %12s %12s %12s %8s\n", "model", "precision",
+              "runs on", "p50 ms/img", "p90 ms/img", "images/s", "peak RSS", "RSS in use",
+              "file bytes", "top-1");
   for (const auto& r : rows) {
     std::string name = r["model"].get<std::string>();
     if (name.size() > 36) name = "..." + name.substr(name.size() - 33);
     char top1[16] = "-";
     if (r.contains("top1"))
       std::snprintf(top1, sizeof top1, "%.2f%%", 100 * r["top1"].get<double>());
-    std::printf("%-36s %-10s %-22s %10.4f %10.4f %10.0f %12s %12llu %8s\n", name.c_str(),
+    std::printf("%-36s %-10s %-22s %10.4f %10.4f %10.0f %12s %12s %12llu %8s\n", name.c_str(),
                 r["precision"].get<std::string>().c_str(), r["runs_on"].get<std::string>().c_str(),
                 r["latency_ms_per_image_p50"].get<double>(),
                 r["latency_ms_per_image_p90"].get<double>(), r["images_per_second"].get<double>(),
                 human_bytes(r["peak_rss_bytes"].get<double>()).c_str(),
+                human_bytes(r["rss_after_runs_bytes"].get<double>()).c_str(),
                 r["model_bytes"].get<unsigned long long>(), top1);
   }
   if (o.accuracy_images > 0)

@@ -3,6 +3,9 @@
 // Helpers shared by the vitc subcommands: output in table or JSON form, timing, file sizes.
 
 #include <sys/resource.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <chrono>
 #include <cstdio>
@@ -36,6 +39,15 @@ inline std::uintmax_t file_bytes(const std::filesystem::path& path) {
 
 inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Gives the heap memory freed so far back to the system. glibc keeps freed heap pages resident
+// (loading a model frees more than the model keeps), so without this the resident memory of a
+// process that only runs the model would still count what loading used.
+inline void return_freed_memory() noexcept {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
 }
 
 // Peak resident set size of this process, in bytes.

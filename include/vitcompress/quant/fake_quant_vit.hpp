@@ -384,7 +384,6 @@ class FakeQuantViT {
       param_point_.push_back(it == by_name.end() ? -1 : it->second);
     }
     simulated_ = master_;
-    grads_ = model::ViTWeights<float>(master_.config);
     dirty_ = true;
   }
 
@@ -497,6 +496,7 @@ class FakeQuantViT {
       logits_ = Tensor<float, 2>({batch, num_classes()});
       grad_logits_ = Tensor<float, 2>({batch, num_classes()});
     }
+    allocate_gradients();
     hooks_.zero_scale_gradients();
     hooks_.set_record_masks(true);
     model::vit_forward(simulated_, images, logits_.view(), train_ws_, pool_, model::Pass::kTraining,
@@ -512,6 +512,7 @@ class FakeQuantViT {
   }
 
   std::vector<model::ParameterSlot> parameter_slots() {
+    allocate_gradients();
     std::vector<model::ParameterSlot> slots;
     auto params = master_.parameters();
     auto grads = grads_.parameters();
@@ -587,6 +588,12 @@ class FakeQuantViT {
       }
     }
     dirty_ = false;
+  }
+
+  // The gradients exist from the first training use on: a model that only predicts (evaluation,
+  // calibration, building the integer engine) does not carry a third copy of the weights.
+  void allocate_gradients() {
+    if (grads_.size() == 0) grads_ = model::ViTWeights<float>(master_.config);
   }
 
   // Straight-through estimator for weights: zero gradient where the master weight is clipped.

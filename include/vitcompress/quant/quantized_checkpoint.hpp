@@ -299,17 +299,16 @@ inline TensorQuantParams read_params(const io::SafetensorsReader& r, const std::
   const model::ViTConfig vit_config = model::ViTConfig::from_json(cfg_it->second);
   const QuantConfig qconfig = QuantConfig::from_json(q_it->second);
 
-  // Build the model on zero weights to learn its points, then fill the weights.
-  FakeQuantViT shape_model(model::ViTWeights<float>(vit_config), qconfig, pool);
-  std::map<std::string, const WeightPoint*> points;
-  for (const WeightPoint& wp : shape_model.weight_points()) points[wp.name] = &wp;
-  std::map<std::string, TensorQuantParams> weight_params;
+  // Build the model on zero weights to learn its points, then fill its weights in place (its
+  // simulated copy is refreshed from them on first use): one model's memory, no second copy.
+  FakeQuantViT model(model::ViTWeights<float>(vit_config), qconfig, pool);
+  std::map<std::string, WeightPoint*> points;
+  for (WeightPoint& wp : model.weight_points()) points[wp.name] = &wp;
 
-  model::ViTWeights<float> weights(vit_config);
   std::set<std::string> used;
-  for (auto& ref : weights.parameters()) {
+  for (auto& ref : model.master_weights().parameters()) {
     const auto it = points.find(ref.name);
-    const WeightPoint* wp = it == points.end() ? nullptr : it->second;
+    WeightPoint* wp = it == points.end() ? nullptr : it->second;
     if (wp == nullptr || !wp->spec.needs_calibration()) {
       const auto values = detail::read_values<float>(r, ref.name, ref.shape, used);
       std::copy(values.begin(), values.end(), ref.values.begin());
@@ -354,16 +353,11 @@ inline TensorQuantParams read_params(const io::SafetensorsReader& r, const std::
       else
         check_and_dequantize(detail::read_values<std::int16_t>(r, q, {wp->rows, wp->cols}, used));
     }
-    weight_params[ref.name] = std::move(p);
+    wp->params = std::move(p);
+    wp->ready = true;
   }
-  weights.check_finite();
+  model.master_weights().check_finite();
 
-  FakeQuantViT model(std::move(weights), qconfig, pool);
-  for (WeightPoint& wp : model.weight_points()) {
-    if (!wp.spec.needs_calibration()) continue;
-    wp.params = weight_params.at(wp.name);
-    wp.ready = true;
-  }
   for (ActivationPoint& p : model.hooks().points()) {
     if (!p.spec.needs_calibration()) continue;
     const std::string prefix = "quant." + p.name;
