@@ -77,6 +77,11 @@ std::vector<Shape> shapes() {
     for (const auto& kn_pair : kDeitKN) out.push_back({m, kn_pair[0], kn_pair[1]});
   out.push_back({197, 64, 197});  // attention Q·Kᵀ (head dim 64)
   out.push_back({197, 197, 64});  // attention P·V
+  // The shipped Fashion-MNIST model (17 tokens, heads of 24): Q·Kᵀ, P·V, and fc1 with 40% of
+  // its 192 hidden units pruned (short last panels: 1, 8 and 3 columns).
+  out.push_back({17, 24, 17});
+  out.push_back({17, 17, 24});
+  out.push_back({17, 96, 115});
   return out;
 }
 
