@@ -4,7 +4,7 @@
 // xsimd, AVX2 and AVX-512, and 16-bit-lane paths for int8 inputs on AVX2 and AVX-512BW: with
 // |x̃| < 2^13 (Q = 13 for int8) every intermediate of the definition fits in int16, so the sums are
 // vpmaddwd and the normalization and affine steps are vpmulhrsw / vpaddsw, exactly the
-// definition's ⌊(a·b + 2^14) / 2^15⌋ and 16-bit saturation. AVX2 also runs int16 rows with
+// definition's ⌊(a·b + 2^14) / 2^15⌋ and 16-bit saturation. Both also run int16 rows with
 // |x·2^α| < 2^14 on 16-bit lanes (layernorm_row_i16_16: the engine's residual stream).
 
 #include <algorithm>
@@ -40,6 +40,53 @@ void layernorm_rows_blocked(Stats&& stats, Apply&& apply, const In* x, Index x_s
     for (Index r = 0; r < n; ++r) block[r] = stats(x + (r0 + r) * x_stride);
     for (Index r = 0; r < n; ++r) apply(block[r], x + (r0 + r) * x_stride, y + (r0 + r) * y_stride);
   }
+}
+
+// The statistics of an int16 row summed on 16-bit lanes: s1 = Σx', s2 = Σx'², mm = max|x'|
+// (x' = x·2^α, |x'| < 2^14), so λ >= 10 and Σx̃ = 2^λ·s1, Σx̃² = 4^λ·s2.
+[[nodiscard]] inline LayerNormRow i16_row(const LayerNormParams& p, std::int64_t s1,
+                                          std::int64_t s2, std::uint32_t mm) noexcept {
+  const std::int32_t shift =
+      layernorm_row_shift<std::int16_t>(static_cast<int>(std::bit_width(mm)));
+  return layernorm_row(s1 << shift, s2 << (2 * shift), p.channels, shift,
+                       kLayerNormRowBits<std::int16_t>, p.eps_q32);
+}
+
+// The smallest row shift of the 16-bit int16 paths (|x'| < 2^14).
+inline constexpr std::int32_t kI16NarrowShift = kLayerNormRowBits<std::int16_t> - 14;
+
+// The constants of a = ⌊(x̃ − m)·2^up / 2^down⌋ on 16-bit lanes for an int16 row with row.shift
+// >= kI16NarrowShift: a = ((x' − c1) << sl >> sr) − c2, with wrapping 16-bit arithmetic. With
+// λ = row.shift, m = m_hi·2^λ + m_lo (0 <= m_lo < 2^λ) and x̃ − m = (x' − m_hi)·2^λ − m_lo
+// (|x' − m_hi| < 2^15), a is, exactly:
+//   down = 0:        (x' − m_hi)·2^(λ+up) − m_lo·2^up            (mod 2^16; |a| < 2^15)
+//   0 < down < λ:    (x' − m_hi)·2^(λ−down) − ⌈m_lo / 2^down⌉    (mod 2^16)
+//   down >= λ:       ⌊(x' − m_hi − [m_lo > 0]) / 2^(down−λ)⌋     (m_lo/2^λ < 1 never crosses
+//                                                                 an integer)
+struct I16Narrow {
+  std::int16_t c1 = 0, c2 = 0;
+  std::int32_t sl = 0, sr = 0;
+};
+
+[[nodiscard]] inline I16Narrow i16_narrow(const LayerNormRow& row) noexcept {
+  const std::int32_t lam = row.shift;
+  const std::int32_t m_hi = row.mean >> lam, m_lo = row.mean - (m_hi << lam);
+  std::int32_t c1 = m_hi;
+  std::int64_t c2 = 0;
+  I16Narrow n;
+  if (row.down == 0) {
+    n.sl = lam + row.up;
+    c2 = std::int64_t{m_lo} << row.up;
+  } else if (row.down < lam) {
+    n.sl = lam - row.down;
+    c2 = (m_lo + (std::int64_t{1} << row.down) - 1) >> row.down;
+  } else {
+    c1 = m_hi + (m_lo > 0 ? 1 : 0);
+    n.sr = row.down - lam;
+  }
+  n.c1 = static_cast<std::int16_t>(c1);
+  n.c2 = static_cast<std::int16_t>(static_cast<std::uint16_t>(c2));
+  return n;
 }
 
 }  // namespace vitc::kernels::detail
@@ -207,43 +254,18 @@ inline bool layernorm_row_i16_16(const LayerNormParams& p, const std::int16_t* x
     s1 += v;
     s2 += std::int64_t{v} * v;
   }
-  const std::int32_t shift =
-      layernorm_row_shift<std::int16_t>(static_cast<int>(std::bit_width(mm)));
-  row = layernorm_row(s1 << shift, s2 << (2 * shift), c, shift, kLayerNormRowBits<std::int16_t>,
-                      p.eps_q32);
+  row = i16_row(p, s1, s2, mm);
   return true;
 }
 
-// The smallest row shift of the 16-bit int16 path (|x'| < 2^14).
-inline constexpr std::int32_t kI16NarrowShift = kLayerNormRowBits<std::int16_t> - 14;
-
-// Normalizes one int16 row with row.shift >= kI16NarrowShift. With λ = row.shift, m = m_hi·2^λ +
-// m_lo (0 <= m_lo < 2^λ) and x̃ − m = (x' − m_hi)·2^λ − m_lo (|x' − m_hi| < 2^15), a is, exactly:
-//   down = 0:        (x' − m_hi)·2^(λ+up) − m_lo·2^up            (mod 2^16; |a| < 2^15)
-//   0 < down < λ:    (x' − m_hi)·2^(λ−down) − ⌈m_lo / 2^down⌉    (mod 2^16)
-//   down >= λ:       ⌊(x' − m_hi − [m_lo > 0]) / 2^(down−λ)⌋     (m_lo/2^λ < 1 never crosses
-//                                                                 an integer)
+// Normalizes one int16 row with row.shift >= kI16NarrowShift (the constants: i16_narrow).
 inline void layernorm_apply_i16_16(const LayerNormParams& p, const LayerNormRow& row,
                                    const std::int16_t* x, std::int8_t* y) noexcept {
   const Index c = p.channels;
   const Index full = c - c % 16;
-  const std::int32_t lam = row.shift;
-  const std::int32_t m_hi = row.mean >> lam, m_lo = row.mean - (m_hi << lam);
-  std::int32_t c1 = m_hi, sl = 0, sr = 0;
-  std::int64_t c2 = 0;
-  if (row.down == 0) {
-    sl = lam + row.up;
-    c2 = std::int64_t{m_lo} << row.up;
-  } else if (row.down < lam) {
-    sl = lam - row.down;
-    c2 = (m_lo + (std::int64_t{1} << row.down) - 1) >> row.down;
-  } else {
-    c1 = m_hi + (m_lo > 0 ? 1 : 0);
-    sr = row.down - lam;
-  }
-  const __m256i vc1 = _mm256_set1_epi16(static_cast<std::int16_t>(c1));
-  const __m256i vc2 = _mm256_set1_epi16(static_cast<std::int16_t>(static_cast<std::uint16_t>(c2)));
-  const __m128i vsl = _mm_cvtsi32_si128(sl), vsr = _mm_cvtsi32_si128(sr);
+  const I16Narrow n = i16_narrow(row);
+  const __m256i vc1 = _mm256_set1_epi16(n.c1), vc2 = _mm256_set1_epi16(n.c2);
+  const __m128i vsl = _mm_cvtsi32_si128(n.sl), vsr = _mm_cvtsi32_si128(n.sr);
   const std::int16_t* scale = p.ptf_scale.data();
   layernorm_out_rows16(p, row.recip, full, y, [&](Index i) {
     const __m256i v =
@@ -254,6 +276,8 @@ inline void layernorm_apply_i16_16(const LayerNormParams& p, const LayerNormRow&
   });
   layernorm_apply_tail(p, row, x, y, full);
 }
+
+#include "vitcompress/kernels/detail/layernorm_int_rows16.inc"
 
 }  // namespace vitc::kernels::detail::nl_avx2
 VITC_NL_END
@@ -300,29 +324,109 @@ inline LayerNormRow layernorm_row_int8_16(const LayerNormParams& p, const std::i
   return layernorm_row(s1, s2, c, shift, kLayerNormRowBits<std::int8_t>, p.eps_q32);
 }
 
+// The output stage (n = ⌊(a·R + 2^14)/2^15⌋, then layernorm_out) of channels [0, C), given
+// a_of(i, k): a of the 32 channels from i (lanes outside k unused). Two vectors share one pack
+// and one 64-byte store; the last 1–63 channels go through masked stores. The parameters are
+// read through local pointers, as on AVX2 (y is a char type and could alias them).
+template <class AOf>
+inline void layernorm_out_rows32(const LayerNormParams& p, std::int32_t row_recip, std::int8_t* y,
+                                 AOf&& a_of) noexcept {
+  const Index c = p.channels;
+  const std::int16_t* gain = p.gain.data();
+  const std::int16_t* bias = p.bias.data();
+  const __m512i recip = _mm512_set1_epi16(static_cast<std::int16_t>(row_recip));
+  const __m128i frac = _mm_cvtsi32_si128(p.frac_bits);
+  auto h_at = [&](Index i, __mmask32 k) {
+    const __m512i n = _mm512_mulhrs_epi16(a_of(i, k), recip);
+    const __m512i g = _mm512_maskz_loadu_epi16(k, gain + i);
+    const __m512i b = _mm512_maskz_loadu_epi16(k, bias + i);
+    return _mm512_sra_epi16(_mm512_adds_epi16(_mm512_mulhrs_epi16(n, g), b), frac);
+  };
+  const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);  // packs interleaves by 128
+  const __mmask32 all = ~__mmask32{0};
+  Index i = 0;
+  for (; i + 64 <= c; i += 64) {
+    const __m512i packed = _mm512_packs_epi16(h_at(i, all), h_at(i + 32, all));
+    _mm512_storeu_si512(y + i, _mm512_permutexvar_epi64(order, packed));
+  }
+  for (; i < c; i += 32) {
+    const __mmask32 k = tail_mask32(c - i);
+    _mm256_mask_storeu_epi8(y + i, k, _mm512_cvtsepi16_epi8(h_at(i, k)));
+  }
+}
+
 // Normalizes one int8 row with its statistics.
 inline void layernorm_apply_int8_16(const LayerNormParams& p, const LayerNormRow& row,
                                     const std::int8_t* x, std::int8_t* y) noexcept {
-  const Index c = p.channels;
   const __m128i vshift = _mm_cvtsi32_si128(row.shift);
-  auto scaled = [&](Index i, __mmask32 k) {  // |x̃| < 2^13
-    return _mm512_sll_epi16(layernorm_int8_prescaled(p, x, i, k), vshift);
-  };
   const __m512i mean = _mm512_set1_epi16(static_cast<std::int16_t>(row.mean));
-  const __m512i recip = _mm512_set1_epi16(static_cast<std::int16_t>(row.recip));
-  const __m128i up = _mm_cvtsi32_si128(row.up), down = _mm_cvtsi32_si128(row.down),
-                frac = _mm_cvtsi32_si128(p.frac_bits);
+  const __m128i up = _mm_cvtsi32_si128(row.up), down = _mm_cvtsi32_si128(row.down);
+  layernorm_out_rows32(p, row.recip, y, [&](Index i, __mmask32 k) {
+    const __m512i scaled = _mm512_sll_epi16(layernorm_int8_prescaled(p, x, i, k), vshift);
+    return _mm512_sra_epi16(_mm512_sll_epi16(_mm512_sub_epi16(scaled, mean), up), down);
+  });
+}
+
+// int16 rows with |x'| = |x·2^α| < 2^14 on 16-bit lanes, as nl_avx2::layernorm_row_i16_16 (the
+// derivation is there), 32 lanes at a time and with masked tails instead of a scalar one: every
+// channel is in the check, so false means some |x'| >= 2^14 and the 32-bit lanes sum the row.
+inline bool layernorm_row_i16_16(const LayerNormParams& p, const std::int16_t* x,
+                                 LayerNormRow& row) noexcept {
+  const Index c = p.channels;
+  const std::int16_t* scale = p.ptf_scale.data();
+  const __m512i ones = _mm512_set1_epi16(1);
+  __m512i vmax = _mm512_setzero_si512(), wide = _mm512_setzero_si512();
+  __m512i a1 = _mm512_setzero_si512(), a2 = _mm512_setzero_si512(), s2w = _mm512_setzero_si512();
+  auto flush_squares = [&] {
+    s2w = _mm512_add_epi64(s2w, _mm512_cvtepu32_epi64(_mm512_castsi512_si256(a2)));
+    s2w = _mm512_add_epi64(s2w, _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(a2, 1)));
+    a2 = _mm512_setzero_si512();
+  };
+  int in_a2 = 0;
   for (Index i = 0; i < c; i += 32) {
     const __mmask32 k = tail_mask32(c - i);
-    const __m512i a =
-        _mm512_sra_epi16(_mm512_sll_epi16(_mm512_sub_epi16(scaled(i, k), mean), up), down);
-    const __m512i n = _mm512_mulhrs_epi16(a, recip);
-    const __m512i g = _mm512_maskz_loadu_epi16(k, p.gain.data() + i);
-    const __m512i b = _mm512_maskz_loadu_epi16(k, p.bias.data() + i);
-    const __m512i h = _mm512_sra_epi16(_mm512_adds_epi16(_mm512_mulhrs_epi16(n, g), b), frac);
-    _mm256_mask_storeu_epi8(y + i, k, _mm512_cvtsepi16_epi8(h));
+    const __m512i xv = _mm512_maskz_loadu_epi16(k, x + i);
+    const __m512i sc = _mm512_maskz_loadu_epi16(k, scale + i);
+    // ⌊|x|·2^(α+2) / 2^16⌋ > 0 exactly when |x'| >= 2^14 (|−32768| reads as 2^15).
+    wide =
+        _mm512_or_si512(wide, _mm512_mulhi_epu16(_mm512_abs_epi16(xv), _mm512_slli_epi16(sc, 2)));
+    const __m512i v = _mm512_mullo_epi16(xv, sc);
+    vmax = _mm512_max_epi16(vmax, _mm512_abs_epi16(v));
+    a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(v, ones));  // < 2^15 per step
+    a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(v, v));     // < 2^29 per step
+    if (++in_a2 == 8) {
+      flush_squares();
+      in_a2 = 0;
+    }
   }
+  if (_mm512_test_epi16_mask(wide, wide) != 0) return false;
+  flush_squares();
+  const std::int64_t s1 = Ops::reduce_add(a1);
+  const std::int64_t s2 = _mm512_reduce_add_epi64(s2w);
+  const std::uint32_t mm = static_cast<std::uint32_t>(_mm512_reduce_max_epi32(
+      _mm512_max_epi32(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(vmax)),
+                       _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(vmax, 1)))));
+  row = i16_row(p, s1, s2, mm);
+  return true;
 }
+
+// Normalizes one int16 row with row.shift >= kI16NarrowShift (the constants as in
+// nl_avx2::layernorm_apply_i16_16).
+inline void layernorm_apply_i16_16(const LayerNormParams& p, const LayerNormRow& row,
+                                   const std::int16_t* x, std::int8_t* y) noexcept {
+  const I16Narrow n = i16_narrow(row);
+  const __m512i vc1 = _mm512_set1_epi16(n.c1), vc2 = _mm512_set1_epi16(n.c2);
+  const __m128i vsl = _mm_cvtsi32_si128(n.sl), vsr = _mm_cvtsi32_si128(n.sr);
+  const std::int16_t* scale = p.ptf_scale.data();
+  layernorm_out_rows32(p, row.recip, y, [&](Index i, __mmask32 k) {
+    const __m512i v = _mm512_mullo_epi16(_mm512_maskz_loadu_epi16(k, x + i),
+                                         _mm512_maskz_loadu_epi16(k, scale + i));
+    return _mm512_sub_epi16(_mm512_sra_epi16(_mm512_sll_epi16(_mm512_sub_epi16(v, vc1), vsl), vsr),
+                            vc2);
+  });
+}
+
+#include "vitcompress/kernels/detail/layernorm_int_rows16.inc"
 
 }  // namespace vitc::kernels::detail::nl_avx512
 VITC_NL_END
@@ -343,41 +447,9 @@ void layernorm_rows_simd(Tag, const LayerNormParams& params, const In* x, Index 
                                                                       y_stride, rows);
 #if VITC_HAVE_X86_TARGET_KERNELS
   } else if constexpr (std::is_same_v<Tag, arch::Avx2>) {
-    if constexpr (std::is_same_v<In, std::int8_t>) {
-      layernorm_rows_blocked(
-          [&](const std::int8_t* row_x) { return nl_avx2::layernorm_row_int8_16(params, row_x); },
-          [&](const LayerNormRow& row, const std::int8_t* row_x, std::int8_t* row_y) {
-            nl_avx2::layernorm_apply_int8_16(params, row, row_x, row_y);
-          },
-          x, x_stride, y, y_stride, rows);
-    } else if constexpr (std::is_same_v<In, std::int16_t>) {
-      layernorm_rows_blocked(
-          [&](const std::int16_t* row_x) {
-            LayerNormRow row;
-            if (nl_avx2::layernorm_row_i16_16(params, row_x, row)) return row;
-            return nl_avx2::layernorm_stats_simd<nl_avx2::Ops>(params, row_x);
-          },
-          [&](const LayerNormRow& row, const std::int16_t* row_x, std::int8_t* row_y) {
-            if (row.shift >= nl_avx2::kI16NarrowShift)  // max |x'| < 2^14
-              nl_avx2::layernorm_apply_i16_16(params, row, row_x, row_y);
-            else
-              nl_avx2::layernorm_apply_simd<nl_avx2::Ops>(params, row, row_x, row_y);
-          },
-          x, x_stride, y, y_stride, rows);
-    } else {
-      nl_avx2::layernorm_rows_body<nl_avx2::Ops>(params, x, x_stride, y, y_stride, rows);
-    }
+    nl_avx2::layernorm_rows_x86(params, x, x_stride, y, y_stride, rows);
   } else if constexpr (std::is_same_v<Tag, arch::Avx512Vnni>) {
-    if constexpr (std::is_same_v<In, std::int8_t>) {
-      layernorm_rows_blocked(
-          [&](const std::int8_t* row_x) { return nl_avx512::layernorm_row_int8_16(params, row_x); },
-          [&](const LayerNormRow& row, const std::int8_t* row_x, std::int8_t* row_y) {
-            nl_avx512::layernorm_apply_int8_16(params, row, row_x, row_y);
-          },
-          x, x_stride, y, y_stride, rows);
-    } else {
-      nl_avx512::layernorm_rows_body<nl_avx512::Ops>(params, x, x_stride, y, y_stride, rows);
-    }
+    nl_avx512::layernorm_rows_x86(params, x, x_stride, y, y_stride, rows);
 #endif
   } else {
     static_assert(arch::kIsXsimd<Tag>, "layernorm_int: no SIMD path for this arch tag");

@@ -249,6 +249,13 @@ struct Ops {
 }  // namespace vitc::kernels::detail::nl_avx2
 VITC_NL_END
 
+// See detail/softmax_int_simd.hpp (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 VITC_NL_BEGIN_AVX512
 namespace vitc::kernels::detail::nl_avx512 {
 
@@ -325,5 +332,9 @@ struct Ops {
 
 }  // namespace vitc::kernels::detail::nl_avx512
 VITC_NL_END
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #endif  // VITC_HAVE_X86_TARGET_KERNELS
