@@ -90,6 +90,18 @@ TEST_SUITE("engine") {
       zig[i] = static_cast<std::int8_t>((k < 255 ? k : std::max(0, 510 - k)) - 128);
     }
     check_table(zig, true);
+    // Trees of every depth 0..8 (n keys: depth bit_width(n)): n rises of one code, then n falls
+    // of one code, at irregular places.
+    for (int n : {1, 2, 3, 4, 7, 8, 16, 31, 32, 64, 100, 128, 200, 255}) {
+      CAPTURE(n);
+      std::vector<std::int8_t> steps(65536);
+      for (std::size_t i = 0; i < steps.size(); ++i) {
+        const int k = static_cast<int>(i / 127);  // 0 .. 516
+        const int level = k < n ? k : std::max(0, 2 * n - k);
+        steps[i] = static_cast<std::int8_t>(level - 128);
+      }
+      check_table(steps, true);
+    }
     // Random codes: thousands of steps.
     std::mt19937 rng(7);
     std::vector<std::int8_t> noise(65536);
