@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// detail::StepTable: the step form of a 2^16-entry int8 table equals the table everywhere, on the
-// scalar definition and on the AVX-512 search, for GELU tables at several output ranges and for
-// adversarial tables (steps of several codes, steps at both ends, more steps than the form holds).
+// detail::StepTable and detail::BucketTable, the two forms of the engine's 2^16-entry int8 GELU
+// table: each equals the table everywhere, on its scalar definition and on its AVX-512 path (the
+// step search; the bucket lookup where the CPU has VBMI), for GELU tables at several output ranges
+// and for adversarial tables (steps of several codes, steps at both ends, more steps than the form
+// holds).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -10,6 +12,8 @@
 #include <random>
 #include <vector>
 
+#include "vitcompress/core/cpu_features.hpp"
+#include "vitcompress/engine/detail/bucket_table.hpp"
 #include "vitcompress/engine/detail/step_table.hpp"
 #include "vitcompress/kernels/arch.hpp"
 
@@ -62,6 +66,35 @@ void check_table(const std::vector<std::int8_t>& table, bool expect_usable) {
 #endif
 }
 
+// The bucket form: usable as expected, and where usable equal to the table for every int16, on
+// the definition and (with VBMI) on the AVX-512 lookup at three offsets of an odd-length buffer.
+void check_buckets(const std::vector<std::int8_t>& table, bool expect_usable) {
+  const ed::BucketTable bt = ed::build_bucket_table(table.data() + 32768);
+  CHECK(bt.usable == expect_usable);
+  if (!bt.usable) return;
+  for (int x = -32768; x < 32768; ++x)
+    if (bt.at(static_cast<std::int16_t>(x)) != table[static_cast<std::size_t>(x + 32768)]) {
+      FAIL_CHECK("bucket form differs at x = " << x);
+      break;
+    }
+#if VITC_HAVE_X86_TARGET_KERNELS
+  if (!vitc::kernels::arch::Avx512Vnni::available() || !vitc::cpu_features().avx512vbmi) return;
+  std::vector<std::int16_t> in(65536 + 77);
+  for (std::size_t i = 0; i < in.size(); ++i)
+    in[i] = static_cast<std::int16_t>(static_cast<int>((i * 7919) % 65536) - 32768);
+  for (std::size_t from : {0, 1, 33}) {
+    std::vector<std::int8_t> out(in.size() + 64, 99);
+    const auto n = static_cast<Index>(in.size() - from);
+    ed::bucket_lookup_avx512vbmi(bt, in.data() + from, out.data(), n);
+    bool same = true;
+    for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i)
+      same = same && out[i] == table[static_cast<std::size_t>(in[i + from] + 32768)];
+    CHECK(same);
+    CHECK(std::all_of(out.begin() + n, out.end(), [](std::int8_t v) { return v == 99; }));
+  }
+#endif
+}
+
 }  // namespace step_table_test
 
 TEST_SUITE("engine") {
@@ -107,5 +140,55 @@ TEST_SUITE("engine") {
     std::vector<std::int8_t> noise(65536);
     for (auto& v : noise) v = static_cast<std::int8_t>(static_cast<int>(rng() % 256) - 128);
     check_table(noise, false);
+  }
+
+  TEST_CASE(
+      "BucketTable: GELU tables equal their bucket form, and too many steps per bucket fall "
+      "back") {
+    for (double hi : {0.9, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 30.0, 100.0}) {
+      CAPTURE(hi);
+      check_buckets(gelu_table(hi), true);
+    }
+    // Both lookups run: at most 4 rises per bucket, and 5 to 8.
+    CHECK(ed::build_bucket_table(gelu_table(8.0).data() + 32768).ups <= 4);
+    CHECK(ed::build_bucket_table(gelu_table(1.0).data() + 32768).ups > 4);
+    // An output range this narrow puts a dozen rises into one bucket of 128 inputs: the engine
+    // keeps the step search.
+    check_buckets(gelu_table(0.5), false);
+  }
+
+  TEST_CASE("BucketTable: adversarial tables") {
+    check_buckets(std::vector<std::int8_t>(65536, -7), true);  // constant
+    // One rise of 255 at x = 1: buckets of one value (s = 0), the rise at a bucket's start.
+    std::vector<std::int8_t> cliff(65536, -128);
+    std::fill(cliff.begin() + 32769, cliff.end(), std::int8_t{127});
+    check_buckets(cliff, true);
+    // Steps at both ends of the int16 range (buckets of 256), and the end of the last bucket
+    // beyond x = 32767.
+    std::vector<std::int8_t> ends(65536, 0);
+    ends[0] = -1;
+    ends[65535] = 3;
+    check_buckets(ends, true);
+    // Bucket 113 ([29928, 30184)) with exactly kUps rises and kDowns falls, then with a rise more.
+    for (int extra : {0, 1}) {
+      std::vector<std::int8_t> t(65536, 0);
+      int level = 0;
+      auto step_at = [&](int x, int by) {
+        level += by;
+        for (int i = x; i < 65536; ++i)
+          t[static_cast<std::size_t>(i)] = static_cast<std::int8_t>(level);
+      };
+      step_at(1000, 1);  // with the last step, at 60000: buckets of 256 from 1000
+      for (int j = 0; j < ed::BucketTable::kUps + extra; ++j) step_at(30001 + 10 * j, 1);
+      for (int j = 0; j < ed::BucketTable::kDowns; ++j) step_at(30100 + 10 * j, -1);
+      step_at(60000, 1);
+      CAPTURE(extra);
+      check_buckets(t, extra == 0);
+    }
+    // Random codes: thousands of steps.
+    std::mt19937 rng(9);
+    std::vector<std::int8_t> noise(65536);
+    for (auto& v : noise) v = static_cast<std::int8_t>(static_cast<int>(rng() % 256) - 128);
+    check_buckets(noise, false);
   }
 }

@@ -38,6 +38,7 @@ struct CpuFeatures {
   bool avx512dq = false;
   bool avx512vl = false;
   bool avx512vnni = false;  // EVEX vpdpbusd (AVX512_VNNI)
+  bool avx512vbmi = false;  // byte permutes vpermb / vpermi2b (AVX512_VBMI)
   bool avxvnni = false;     // VEX-encoded vpdpbusd on 256-bit registers (AVX-VNNI)
   bool neon = false;
   bool neon_dotprod = false;  // sdot/udot (FEAT_DotProd)
@@ -85,6 +86,7 @@ inline CpuFeatures detect_cpu_features() noexcept {
     f.avx512dq = f.avx512f && bit(ebx7, 17);
     f.avx512vl = f.avx512f && bit(ebx7, 31);
     f.avx512vnni = f.avx512f && bit(ecx7, 11);
+    f.avx512vbmi = f.avx512f && bit(ecx7, 1);
     if (max_sub7 >= 1) {
       cpuid(7, 1, r);
       f.avxvnni = have_avx && bit(r[0], 4);

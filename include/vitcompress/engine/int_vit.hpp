@@ -103,6 +103,7 @@
 #include "vitcompress/core/error.hpp"
 #include "vitcompress/core/parallel_for.hpp"
 #include "vitcompress/core/tensor.hpp"
+#include "vitcompress/engine/detail/bucket_table.hpp"
 #include "vitcompress/engine/detail/int_vit_ops.hpp"
 #include "vitcompress/engine/detail/step_table.hpp"
 #include "vitcompress/engine/policies.hpp"
@@ -361,10 +362,11 @@ class IntViT {
       VITC_THROW(ArgumentError("IntViT: fp16 'other_params' are not supported"));
     build(fq);
     allocate();
-    // The GELU table lookup searches the table's steps (detail/step_table.hpp) on AVX-512 on the
-    // Avx512Vnni path, and on the Auto path when the CPU has it; exact either way (the step
-    // form is checked against every table entry when it is built). The input quantization and the
-    // residual rescaling have AVX-512 and AVX2 paths, chosen the same way
+    // The GELU table lookup reads the table's buckets with byte permutes (detail/bucket_table.hpp)
+    // when the CPU also has AVX-512 VBMI, else searches its steps (detail/step_table.hpp), on
+    // AVX-512 on the Avx512Vnni path, and on the Auto path when the CPU has it; exact either way
+    // (both forms are checked against every table entry when they are built). The input
+    // quantization and the residual rescaling have AVX-512 and AVX2 paths, chosen the same way
     // (tests/engine/test_quantize_input.cpp, test_rescale_row.cpp).
     if constexpr (std::is_same_v<Arch, kernels::arch::Avx512Vnni>)
       helper_arch_ = kernels::arch::ArchId::kAvx512Vnni;
@@ -372,6 +374,7 @@ class IntViT {
       helper_arch_ = kernels::arch::ArchId::kAvx2;
     else if constexpr (std::is_same_v<Arch, kernels::arch::Auto>)
       helper_arch_ = kernels::arch::best_arch();
+    vbmi_ = helper_arch_ == kernels::arch::ArchId::kAvx512Vnni && cpu_features().avx512vbmi;
   }
 
   [[nodiscard]] const model::ViTConfig& config() const noexcept { return config_; }
@@ -435,6 +438,7 @@ class IntViT {
     detail::Rescale res_attn, res_mlp;
     std::vector<std::int8_t> gelu_table;  // TableGelu: 65536 entries, index code + 32768
     detail::StepTable gelu_steps;         // the same table by its steps (AVX-512 lookups)
+    detail::BucketTable gelu_buckets;     // and by buckets of steps (AVX-512 VBMI lookups)
     std::optional<kernels::GeluParams<GeluKernel, std::int32_t>> gelu;
   };
 
@@ -656,6 +660,7 @@ class IntViT {
                 static_cast<std::int8_t>(static_cast<int>(std::clamp(q, 0.0f, 255.0f)) - 128);
           }
           b.gelu_steps = detail::build_step_table(b.gelu_table.data() + 32768);
+          b.gelu_buckets = detail::build_bucket_table(b.gelu_table.data() + 32768);
           b.fc2_zp = fc2_in.zero_point - 128;
         } else {
           // The GELU kernel writes symmetric int8: the fc2 input gets max(|lo|, |hi|)/127.
@@ -1032,11 +1037,14 @@ class IntViT {
           const std::int8_t* const tab = table;
           const Index hidden = b.hidden;
           const bool avx512 = helper_arch_ == kernels::arch::ArchId::kAvx512Vnni;
+          const bool vbmi = vbmi_ && b.gelu_buckets.usable;
           for (Index r = r0; r < r1; ++r) {
             const std::int16_t* in = h16.data() + r * h16.stride(0);
             std::int8_t* out = fc2_in.data() + r * fc2_in.stride(0);
 #if VITC_HAVE_X86_TARGET_KERNELS
-            if (avx512 && b.gelu_steps.usable)
+            if (vbmi)
+              detail::bucket_lookup_avx512vbmi(b.gelu_buckets, in, out, b.hidden);
+            else if (avx512 && b.gelu_steps.usable)
               detail::step_lookup_avx512(b.gelu_steps, in, out, b.hidden);
             else if (avx512)
               detail::table_lookup_avx512(table, in, out, b.hidden);
@@ -1086,6 +1094,7 @@ class IntViT {
   // lookup): AVX-512 or AVX2 when Arch is that path, or is Auto on a CPU that has it. For Auto it
   // is also the kernels' path (on_arch).
   kernels::arch::ArchId helper_arch_ = kernels::arch::ArchId::kScalar;
+  bool vbmi_ = false;  // helper_arch_ is AVX-512 and the CPU has VBMI (GELU bucket lookups)
 
   detail::AsymPoint patch_in_;
   detail::LinearWeights patch_w_;

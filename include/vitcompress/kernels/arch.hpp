@@ -54,6 +54,11 @@
 #define VITC_TARGET_AVX512VNNI \
   __attribute__((              \
       target("avx2,fma,bmi,bmi2,popcnt,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+// The AVX-512 VNNI set plus VBMI's byte permutes (Ice Lake, Zen 4; not Cascade Lake), for helpers
+// that check CpuFeatures::avx512vbmi themselves.
+#define VITC_TARGET_AVX512VBMI \
+  __attribute__((target(       \
+      "avx2,fma,bmi,bmi2,popcnt,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")))
 
 namespace vitc::kernels::arch {
 
