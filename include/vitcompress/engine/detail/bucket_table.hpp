@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <vector>
 
 #include "vitcompress/core/tensor.hpp"
 #include "vitcompress/kernels/arch.hpp"
