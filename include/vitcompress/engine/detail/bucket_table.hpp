@@ -111,6 +111,13 @@ struct BucketTable {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
+// 0, 2, ..., 126: the vpermi2b indices of the low bytes of two int16 vectors.
+alignas(64) inline constexpr std::array<std::uint8_t, 64> kEvenBytes = [] {
+  std::array<std::uint8_t, 64> even{};
+  for (std::size_t i = 0; i < even.size(); ++i) even[i] = static_cast<std::uint8_t>(2 * i);
+  return even;
+}();
+
 // row[bucket] for 64 byte lanes from a 256-byte row; high: the lanes with bucket >= 128. (A
 // function, not a lambda: a lambda does not inherit its enclosing function's target.)
 VITC_TARGET_AVX512VBMI inline __m512i bucket_byte(const std::uint8_t* row, __m512i bucket,
@@ -126,9 +133,7 @@ VITC_TARGET_AVX512VBMI inline __m512i bucket_byte(const std::uint8_t* row, __m51
 template <int kUps>
 VITC_TARGET_AVX512VBMI inline void bucket_lookup_512(const BucketTable& t, const std::int16_t* in,
                                                      std::int8_t* out, Index n) noexcept {
-  alignas(64) std::uint8_t even_bytes[64];
-  for (int i = 0; i < 64; ++i) even_bytes[i] = static_cast<std::uint8_t>(2 * i);
-  const __m512i even = _mm512_load_si512(even_bytes);  // the low bytes of two int16 vectors
+  const __m512i even = _mm512_load_si512(kEvenBytes.data());  // low bytes of two int16 vectors
   const __m512i x0 = _mm512_set1_epi16(t.x0);
   const __m512i dmax = _mm512_set1_epi16(static_cast<std::int16_t>((256 << t.shift) - 1));
   const __m512i omask = _mm512_set1_epi16(static_cast<std::int16_t>((1 << t.shift) - 1));
