@@ -189,6 +189,9 @@ void check_arch_matches_scalar(const char* what, const quant::FakeQuantViT& fq) 
   auto& f = fixture();
   engine::IntViT<engine::gemm::Int8<arch::Scalar>, Softmax, engine::norm::IntLayerNorm, Gelu> ref(
       fq, 48);
+  // The reference runs attention head by head; the small models here (H·T = 34 and 68) take all
+  // heads in one GEMM by default.
+  ref.set_head_grouping(engine::HeadGrouping::kPerHead);
   engine::IntViT<Gemm, Softmax, engine::norm::IntLayerNorm, Gelu> eng(fq, 48);
   INFO(std::string(what), " arch ", std::string(Arch::kName));
   CHECK(bit_identical(run(ref, f.x), run(eng, f.x)));
@@ -273,6 +276,24 @@ TEST_SUITE("engine") {
                                                                                 f.fq_log2);
     check_arch_matches_scalar<G, engine::softmax::Shiftmax, engine::act::TableGelu>(
         "log2 attention, 3 bits", f.fq_log2_3);
+  }
+
+  TEST_CASE("attention's heads in one GEMM or one GEMM per head: the same logits") {
+    auto& f = fixture();
+    ThreadPool pool(2);
+    for (const quant::FakeQuantViT* fq : {&f.fq, &f.fq_odd, &f.fq4, &f.fq_log2, &f.fq_log2_3}) {
+      engine::IntViT<> per_head(*fq, 48);
+      per_head.set_head_grouping(engine::HeadGrouping::kPerHead);
+      const auto z = run(per_head, f.x);
+      engine::IntViT<> all(*fq, 48, &pool);
+      all.set_head_grouping(engine::HeadGrouping::kAllHeads);
+      CHECK(bit_identical(z, run(all, f.x)));
+      engine::IntViT<> by_default(*fq, 48);  // H·T = 34 and 68 here: all heads
+      CHECK(bit_identical(z, run(by_default, f.x)));
+      // Back to one head per GEMM after the buffers were sized for all heads.
+      all.set_head_grouping(engine::HeadGrouping::kPerHead);
+      CHECK(bit_identical(z, run(all, f.x)));
+    }
   }
 
   TEST_CASE("w4a8: 4-bit weights packed two per byte, logits close to the simulation") {

@@ -45,8 +45,9 @@
 //             P·V exact in int32, fixed-point requantization to proj_input codes
 //             (both through kernels::gemm_int8 with activations on both sides: per (image,
 //             head), the head's K is packed as the B operand Kᵀ and V as B, a copy of
-//             t·d_head bytes, PackedWeightsInt8::repack; P·V's requantization is the GEMM's
-//             fused output pipeline)
+//             t·d_head bytes, PackedWeightsInt8::repack; or per image, all heads at once
+//             against block-diagonal Kᵀ and V, for short sequences (HeadGrouping); P·V's
+//             requantization is the GEMM's fused output pipeline)
 //             proj GEMM (int32); r ← requantize(acc·s + r_in·s_in + bias) to mlp_residual codes
 //             Int-LayerNorm → fc1_input codes; fc1 GEMM + GELU policy → fc2_input codes
 //             fc2 GEMM (int32); r ← requantize(acc·s + r·s_mid + bias) to the next residual codes
@@ -346,6 +347,16 @@ struct GeluKernelOf<G, std::void_t<typename G::kernel>> {
 
 }  // namespace detail
 
+// How attention's Q·Kᵀ and P·V are cut into GEMMs (IntViT::set_head_grouping). Per head: one
+// GEMM each per (image, head), the head's K and V packed as the B operand. All heads: one GEMM
+// each per image, against block-diagonal Kᵀ and V (head h's keys in head h's rows and columns,
+// zeros elsewhere): H times the multiply-adds, but one call, one packing and one softmax call
+// instead of H. Auto takes all heads when H·T <= kGroupedHeadsMaxColumns (short sequences,
+// where each call's fixed cost outweighs its arithmetic: the shipped 17-token model). The
+// results are bit-identical: the zeros add nothing to the exact int32 products.
+enum class HeadGrouping { kAuto, kPerHead, kAllHeads };
+inline constexpr Index kGroupedHeadsMaxColumns = 128;
+
 template <GemmPolicy Gemm = gemm::Int8<>, SoftmaxPolicy Softmax = softmax::IExp,
           NormPolicy Norm = norm::IntLayerNorm, GeluPolicy Gelu = act::TableGelu>
 class IntViT {
@@ -381,6 +392,12 @@ class IntViT {
   [[nodiscard]] Index max_batch() const noexcept { return max_batch_; }
   [[nodiscard]] Index num_classes() const noexcept { return config_.num_classes; }
   void set_pool(ThreadPool* pool) noexcept { pool_ = pool; }
+  // Chooses how attention is cut into GEMMs (HeadGrouping; default kAuto) and resizes the
+  // attention buffers for it. Every choice gives the same logits.
+  void set_head_grouping(HeadGrouping grouping) {
+    grouping_ = grouping;
+    allocate();
+  }
 
   // Bytes of packed int8 weights (GEMM operands only).
   [[nodiscard]] Index weight_bytes() const noexcept {
@@ -730,14 +747,27 @@ class IntViT {
     fc1_out16_ = Tensor<std::int16_t, 2>({Gelu::kTable ? m : 0, hidden});
     fc2_in_ = Tensor<std::int8_t, 2>({m, hidden});
     const int nt = threads();
-    scores_ = Tensor<std::int32_t, 2>({nt, s.t * s.t});
-    probs_ = Tensor<std::uint8_t, 2>({nt, s.t * s.t});
+    // The widest attention GEMM: the score columns (T, or H·T for grouped heads), its depth
+    // (head dim or all heads' dims) and the P·V output columns.
+    Index cols = s.t, bk = 1, bn = 1, gqk = 0, gdv = 0;
+    for (const Block& b : blocks_) {
+      const Index g = heads_per_gemm(b);
+      cols = std::max(cols, g * s.t);
+      bk = std::max(bk, g * b.dqk);
+      bn = std::max(bn, g * b.dv);
+      if (g > 1) {
+        gqk = std::max(gqk, g * b.dqk);
+        gdv = std::max(gdv, g * b.dv);
+      }
+    }
+    scores_ = Tensor<std::int32_t, 2>({nt, s.t * cols});
+    probs_ = Tensor<std::uint8_t, 2>({nt, s.t * cols});
     bool log2_16 = false;  // some block has 16 log2 levels: P·V in two byte halves
     for (const Block& b : blocks_) log2_16 = log2_16 || b.log2_levels() > 8;
-    probs_hi_ = Tensor<std::uint8_t, 2>({nt, log2_16 ? s.t * s.t : 0});
-    pv_acc_ = Tensor<std::int32_t, 2>({nt, log2_16 ? 2 * s.t * dv : 0});
-    Index dqk = 1;
-    for (const auto& bc : config_.blocks) dqk = std::max(dqk, bc.qk_head_dim);
+    probs_hi_ = Tensor<std::uint8_t, 2>({nt, log2_16 ? s.t * cols : 0});
+    pv_acc_ = Tensor<std::int32_t, 2>({nt, log2_16 ? 2 * s.t * std::max(dv, bn) : 0});
+    kdiag_ = Tensor<std::int8_t, 2>({nt, gqk > 0 ? cols * gqk : 0});
+    vdiag_ = Tensor<std::int8_t, 2>({nt, gdv > 0 ? cols * gdv : 0});
     attn_threads_ = nt;
     // Scratch sized once for every GEMM run() makes: no allocation inside run().
     Index kmax = std::max({s.pd, s.d, vdim, hidden});
@@ -746,14 +776,22 @@ class IntViT {
     kpack_.clear();
     vpack_.clear();
     for (int c = 0; c < nt; ++c) {
-      attn_ws_[static_cast<std::size_t>(c)].reserve(s.t, std::max(s.t, dqk), std::max(s.t, dv));
-      kpack_.push_back(kernels::PackedWeightsInt8::reserved(dqk, s.t));
-      vpack_.push_back(kernels::PackedWeightsInt8::reserved(s.t, dv));
+      attn_ws_[static_cast<std::size_t>(c)].reserve(s.t, std::max(cols, bk), std::max(cols, bn));
+      kpack_.push_back(kernels::PackedWeightsInt8::reserved(bk, cols));
+      vpack_.push_back(kernels::PackedWeightsInt8::reserved(cols, bn));
     }
     attn_ns_.assign(static_cast<std::size_t>(nt), {});
   }
 
   [[nodiscard]] int threads() const noexcept { return pool_ ? pool_->num_threads() : 1; }
+
+  // Heads per attention GEMM in block b: all of them, or 1 (HeadGrouping).
+  [[nodiscard]] Index heads_per_gemm(const Block& b) const noexcept {
+    const bool all =
+        grouping_ == HeadGrouping::kAllHeads ||
+        (grouping_ == HeadGrouping::kAuto && b.heads * shape().t <= kGroupedHeadsMaxColumns);
+    return all ? std::max<Index>(b.heads, 1) : 1;
+  }
 
   // ---- run -----------------------------------------------------------------------------------
 
@@ -869,55 +907,70 @@ class IntViT {
                   static_cast<std::size_t>(s.d) * sizeof(std::int16_t));
   }
 
-  // Attention of every (image, head) of block b: Q·Kᵀ and P·V through the int8 GEMM with the
-  // head's K (as Kᵀ) or V packed per item as the B operand; items round-robin over the chunks,
-  // each with its own scratch.
+  // Attention of every (image, head group) of block b: Q·Kᵀ and P·V through the int8 GEMM with
+  // the group's K (as Kᵀ) or V packed per item as the B operand; items round-robin over the
+  // chunks, each with its own scratch. A group is one head, or all heads (HeadGrouping): then
+  // Kᵀ and V are block-diagonal, the scores of item (image) are T rows of H·T, i.e. H·T rows of
+  // T (row i, head h at i·H + h) for the softmax, and P·V writes every head's output at once.
   template <class Clock, class Pol>
   void attention(const Block& b, Index batch, bool cls_only, Pol& pol) {
     const ViTShape s = shape();
     const Index t = s.t, qk = b.heads * b.dqk, qt = cls_only ? 1 : t;
+    const Index g = heads_per_gemm(b), cols = g * t, gqk = g * b.dqk, gdv = g * b.dv;
     const Index q_ld = q_.extent(1), kv_ld = kv_.extent(1), out_ld = attn_.extent(1);
-    const Index items = batch * b.heads;
+    const Index groups = b.heads / g, items = batch * groups;
     const Index chunks = std::min<Index>(items, attn_threads_);
     const PvPipe pvpipe{{b.pv}, {b.proj_zp}, {}};
     pol.parallel_for(chunks, 1, [&](ParallelIndex c0, ParallelIndex c1) {
       for (Index c = c0; c < c1; ++c) {
         const auto cs = static_cast<std::size_t>(c);
-        const TensorView<std::int32_t, 2> scores(scores_.data() + c * scores_.extent(1), {qt, t});
-        const TensorView<std::uint8_t, 2> probs(probs_.data() + c * probs_.extent(1), {qt, t});
+        const TensorView<std::int32_t, 2> scores(scores_.data() + c * scores_.extent(1),
+                                                 {qt, cols});
+        const TensorView<std::uint8_t, 2> probs(probs_.data() + c * probs_.extent(1), {qt, cols});
         kernels::GemmWorkspace& ws = attn_ws_[cs];
         kernels::PackedWeightsInt8& kp = kpack_[cs];
         kernels::PackedWeightsInt8& vp = vpack_[cs];
         Sequential seq;
         std::array<std::int64_t, 3> ns{};
         for (Index item = c; item < items; item += chunks) {
-          const Index img = item / b.heads, h = item % b.heads;
+          const Index img = item / groups, h0 = (item % groups) * g;
           const std::int8_t* kv = kv_.data() + img * t * kv_ld;
           const std::int64_t t0 = Clock::now_ns();
-          kp.repack(TensorView<const std::int8_t, 2>(kv + h * b.dqk, {t, b.dqk}, {kv_ld, 1})
-                        .transposed());
-          const TensorView<const std::uint8_t, 2> qh(q_.data() + img * t * q_ld + h * b.dqk,
-                                                     {qt, b.dqk}, {q_ld, 1});
+          if (g == 1) {
+            kp.repack(TensorView<const std::int8_t, 2>(kv + h0 * b.dqk, {t, b.dqk}, {kv_ld, 1})
+                          .transposed());
+          } else {
+            std::int8_t* kd = kdiag_.data() + c * kdiag_.extent(1);
+            fill_block_diagonal(kd, kv, kv_ld, t, g, b.dqk);
+            kp.repack(TensorView<const std::int8_t, 2>(kd, {cols, gqk}).transposed());
+          }
+          const TensorView<const std::uint8_t, 2> qh(q_.data() + img * t * q_ld + h0 * b.dqk,
+                                                     {qt, gqk}, {q_ld, 1});
           on_arch([&](auto tag) {
             kernels::gemm_int8<decltype(tag)>(qh, b.q_zp, kp, kernels::RawInt32{}, scores, seq,
                                               &ws);
           });
           const std::int64_t t1 = Clock::now_ns();
+          const TensorView<const std::int32_t, 2> rows(scores.data(), {qt * g, t});
+          const TensorView<std::uint8_t, 2> prob_rows(probs.data(), {qt * g, t});
           if (!b.softmax_log2)
-            on_arch([&](auto tag) {
-              kernels::softmax_int<decltype(tag)>(b.softmax,
-                                                  TensorView<const std::int32_t, 2>(scores), probs);
-            });
+            on_arch(
+                [&](auto tag) { kernels::softmax_int<decltype(tag)>(b.softmax, rows, prob_rows); });
           else
             on_arch([&](auto tag) {
-              kernels::softmax_int<decltype(tag)>(*b.softmax_log2,
-                                                  TensorView<const std::int32_t, 2>(scores), probs);
+              kernels::softmax_int<decltype(tag)>(*b.softmax_log2, rows, prob_rows);
             });
           const std::int64_t t2 = Clock::now_ns();
-          vp.repack(TensorView<const std::int8_t, 2>(kv + qk + h * b.dv, {t, b.dv}, {kv_ld, 1}));
+          if (g == 1) {
+            vp.repack(TensorView<const std::int8_t, 2>(kv + qk + h0 * b.dv, {t, b.dv}, {kv_ld, 1}));
+          } else {
+            std::int8_t* vd = vdiag_.data() + c * vdiag_.extent(1);
+            fill_block_diagonal(vd, kv + qk, kv_ld, t, g, b.dv);
+            vp.repack(TensorView<const std::int8_t, 2>(vd, {cols, gdv}));
+          }
           const Index out_row = cls_only ? img : img * t;
-          const TensorView<std::uint8_t, 2> out(attn_.data() + out_row * out_ld + h * b.dv,
-                                                {qt, b.dv}, {out_ld, 1});
+          const TensorView<std::uint8_t, 2> out(attn_.data() + out_row * out_ld + h0 * b.dv,
+                                                {qt, gdv}, {out_ld, 1});
           if (!b.softmax_log2) {
             on_arch([&](auto tag) {
               kernels::gemm_int8<decltype(tag)>(TensorView<const std::uint8_t, 2>(probs), 0, vp,
@@ -934,6 +987,19 @@ class IntViT {
         if constexpr (Clock::kOn) attn_ns_[cs] = ns;
       }
     });
+  }
+
+  // dst [g·T × g·d] = the block-diagonal matrix of g heads' d columns of src (T rows of stride
+  // ld, head h in columns h·d .. h·d + d − 1): row h·T + j holds src row j's head-h columns in
+  // columns h·d .., zeros elsewhere.
+  static void fill_block_diagonal(std::int8_t* dst, const std::int8_t* src, Index ld, Index t,
+                                  Index g, Index d) noexcept {
+    const Index width = g * d;
+    std::memset(dst, 0, static_cast<std::size_t>(g * t * width));
+    for (Index h = 0; h < g; ++h)
+      for (Index j = 0; j < t; ++j)
+        std::memcpy(dst + (h * t + j) * width + h * d, src + j * ld + h * d,
+                    static_cast<std::size_t>(d));
   }
 
   // P·V for log2 codes c (kernels::Log2Prob; c = L is the zero): the weights w = 2^(L−1−c) are
@@ -1090,6 +1156,7 @@ class IntViT {
   Index max_batch_ = 1;
   ThreadPool* pool_ = nullptr;
   int attn_threads_ = 1;
+  HeadGrouping grouping_ = HeadGrouping::kAuto;
   // The path of the engine's own vector loops (input quantization, residual rescaling, GELU
   // lookup): AVX-512 or AVX2 when Arch is that path, or is Auto on a CPU that has it. For Auto it
   // is also the kernels' path (on_arch).
@@ -1123,8 +1190,9 @@ class IntViT {
   Tensor<std::int32_t, 2> pv_acc_;    // and the two raw P·V products
   kernels::GemmWorkspace ws_;         // the model GEMMs' scratch
   std::vector<kernels::GemmWorkspace> attn_ws_;       // per attention chunk
-  std::vector<kernels::PackedWeightsInt8> kpack_;     // per chunk: Kᵀ of one head
-  std::vector<kernels::PackedWeightsInt8> vpack_;     // per chunk: V of one head
+  std::vector<kernels::PackedWeightsInt8> kpack_;     // per chunk: Kᵀ of one head (group)
+  std::vector<kernels::PackedWeightsInt8> vpack_;     // per chunk: V of one head (group)
+  Tensor<std::int8_t, 2> kdiag_, vdiag_;              // per chunk: block-diagonal K, V
   std::vector<std::array<std::int64_t, 3>> attn_ns_;  // per chunk, when profiling
 };
 

@@ -149,107 +149,93 @@ class PackedWeightsInt8 {
     return static_cast<std::uint8_t>(std::max(-static_cast<int>(low), static_cast<int>(high)));
   }
 
+  // The column sums and the largest magnitude of one packed panel, read back from its bytes (the
+  // padding is zero, so padded columns sum to 0). Byte position i of every group is summed in an
+  // int16 lane (exact over 256 groups: |Σ| <= 128·256), then the four lanes of a column are
+  // added: loops over whole 64-byte groups that the compiler vectorizes, where the per-column
+  // loops over B they replace ran byte by byte.
+  static std::uint8_t panel_stats(const std::int8_t* pd, Index kg, std::int32_t* sums) noexcept {
+    constexpr Index kBlock = 256;
+    std::int32_t acc[kPanel] = {};
+    for (Index g0 = 0; g0 < kg; g0 += kBlock) {
+      std::int16_t part[kGroupBytes] = {};
+      const Index g1 = std::min(kg, g0 + kBlock);
+      for (Index g = g0; g < g1; ++g)
+        for (Index i = 0; i < kGroupBytes; ++i)
+          part[i] = static_cast<std::int16_t>(part[i] + pd[g * kGroupBytes + i]);
+      for (Index c = 0; c < kPanel; ++c)
+        acc[c] += part[c * kKGroup] + part[c * kKGroup + 1] + part[c * kKGroup + 2] +
+                  part[c * kKGroup + 3];
+    }
+    std::memcpy(sums, acc, sizeof acc);
+    std::int8_t low = 0, high = 0;
+    for (Index i = 0; i < kg * kGroupBytes; ++i) {
+      low = std::min(low, pd[i]);
+      high = std::max(high, pd[i]);
+    }
+    return magnitude(low, high);
+  }
+
   void fill_panels(TensorView<const std::int8_t, 2> b) noexcept {
     const std::int8_t* src = b.data();
     const Index s0 = b.stride(0), s1 = b.stride(1);
     std::int8_t* dst = data_.data();
-    std::int32_t* sums = col_sums_.data();
-    const Index pb = panel_bytes(), k = k_, n_all = n_;
-    if (s0 == 1) {
-      // Column n of B is contiguous: 4 consecutive k of it make one 32-bit lane. Loops written
-      // so that the compiler vectorizes them (sums and minima over a column; dword copies).
-      const Index kfull = k / kKGroup * kKGroup;
-      for (Index p = 0; p < panels(); ++p) {
-        std::int8_t* pd = dst + p * pb;
-        const Index c_end = std::min(kPanel, n_all - p * kPanel);
-        const std::int8_t* first = src + p * kPanel * s1;
-        for (Index kk = 0; kk < kfull; kk += kKGroup) {
-          std::int8_t* g = pd + kk * kPanel;
-          for (Index c = 0; c < c_end; ++c) std::memcpy(g + c * kKGroup, first + c * s1 + kk, 4);
-        }
-        std::int8_t low = 0, high = 0;
-        for (Index c = 0; c < c_end; ++c) {
-          const std::int8_t* col = first + c * s1;
-          for (Index kk = kfull; kk < k; ++kk)
-            pd[kfull * kPanel + c * kKGroup + (kk - kfull)] = col[kk];
-          std::int32_t sum = 0;
-          std::int8_t mn = 0, mx = 0;
-          for (Index kk = 0; kk < k; ++kk) {
-            sum += col[kk];
-            mn = std::min(mn, col[kk]);
-            mx = std::max(mx, col[kk]);
-          }
-          sums[p * kPanel + c] = sum;
-          low = std::min(low, mn);
-          high = std::max(high, mx);
-        }
-        panel_mag_[static_cast<std::size_t>(p)] = magnitude(low, high);
-      }
-      return;
-    }
-    if (s1 == 1) {
-      // Row k of B is contiguous: a 4×16 byte transpose per k-group and panel, built as dwords
-      // of four rows' bytes (vectorizable), with per-column sums and minima.
-      for (Index p = 0; p < panels(); ++p) {
-        std::int8_t* pd = dst + p * pb;
-        const Index c_end = std::min(kPanel, n_all - p * kPanel);
-        std::int32_t sum[kPanel] = {};
-        std::int8_t mn[kPanel] = {}, mx[kPanel] = {};
-        const std::int8_t* first = src + p * kPanel;
-        const std::int8_t zeros[kPanel] = {};
-        for (Index kk = 0; kk < k; kk += kKGroup) {
-          const std::int8_t* r[kKGroup];
-          for (Index j = 0; j < kKGroup; ++j) r[j] = kk + j < k ? first + (kk + j) * s0 : zeros;
-          std::uint32_t lanes[kPanel];
-          if (c_end == kPanel) {
-            for (Index c = 0; c < kPanel; ++c) {
-              lanes[c] = std::uint32_t{static_cast<std::uint8_t>(r[0][c])} |
-                         std::uint32_t{static_cast<std::uint8_t>(r[1][c])} << 8 |
-                         std::uint32_t{static_cast<std::uint8_t>(r[2][c])} << 16 |
-                         std::uint32_t{static_cast<std::uint8_t>(r[3][c])} << 24;
-              sum[c] += r[0][c] + r[1][c] + r[2][c] + r[3][c];
-              mn[c] = std::min({mn[c], r[0][c], r[1][c], r[2][c], r[3][c]});
-              mx[c] = std::max({mx[c], r[0][c], r[1][c], r[2][c], r[3][c]});
-            }
-            std::memcpy(pd + (kk / kKGroup) * kGroupBytes, lanes, sizeof lanes);
-          } else {
-            for (Index c = 0; c < c_end; ++c)
-              for (Index j = 0; j < kKGroup; ++j) {
-                pd[(kk / kKGroup) * kGroupBytes + c * kKGroup + j] = r[j][c];
-                sum[c] += r[j][c];
-                mn[c] = std::min(mn[c], r[j][c]);
-                mx[c] = std::max(mx[c], r[j][c]);
-              }
-          }
-        }
-        std::int8_t low = 0, high = 0;
-        for (Index c = 0; c < c_end; ++c) {
-          sums[p * kPanel + c] = sum[c];
-          low = std::min(low, mn[c]);
-          high = std::max(high, mx[c]);
-        }
-        panel_mag_[static_cast<std::size_t>(p)] = magnitude(low, high);
-      }
-      return;
-    }
+    const Index pb = panel_bytes(), k = k_, n_all = n_, kg = kgroups();
     for (Index p = 0; p < panels(); ++p) {
       std::int8_t* pd = dst + p * pb;
       const Index c_end = std::min(kPanel, n_all - p * kPanel);
-      std::int8_t low = 0, high = 0;
-      for (Index c = 0; c < c_end; ++c) {
-        const Index n = p * kPanel + c;
-        const std::int8_t* col = src + n * s1;
-        std::int32_t sum = 0;
-        for (Index kk = 0; kk < k; ++kk) {
-          const std::int8_t v = col[kk * s0];
-          pd[(kk / kKGroup) * kGroupBytes + c * kKGroup + (kk % kKGroup)] = v;
-          sum += v;
-          low = std::min(low, v);
-          high = std::max(high, v);
+      if (s0 == 1) {
+        // Column n of B is contiguous (attention's Kᵀ: a key row): 4 consecutive k of it make
+        // one 32-bit lane of a group.
+        const Index kfull = k / kKGroup * kKGroup;
+        const std::int8_t* first = src + p * kPanel * s1;
+        if (c_end == kPanel) {
+          // A group is one dword of each of 16 columns (a strided gather of 16 lanes).
+          for (Index kk = 0; kk < kfull; kk += kKGroup) {
+            std::uint32_t lanes[kPanel];
+            for (Index c = 0; c < kPanel; ++c) std::memcpy(&lanes[c], first + c * s1 + kk, 4);
+            std::memcpy(pd + kk * kPanel, lanes, sizeof lanes);
+          }
+        } else {
+          for (Index c = 0; c < c_end; ++c)
+            for (Index kk = 0; kk < kfull; kk += kKGroup)
+              std::memcpy(pd + kk * kPanel + c * kKGroup, first + c * s1 + kk, kKGroup);
         }
-        sums[n] = sum;
+        for (Index c = 0; c < c_end; ++c)
+          for (Index kk = kfull; kk < k; ++kk)
+            pd[kfull * kPanel + c * kKGroup + (kk - kfull)] = first[c * s1 + kk];
+      } else if (s1 == 1) {
+        // Row k of B is contiguous (attention's V): a 4×16 byte transpose per k-group, built as
+        // dwords of four rows' bytes. Rows of a last, narrower panel are copied into zeros first
+        // (reading 16 bytes of them could run past the end of B).
+        const std::int8_t* first = src + p * kPanel;
+        const std::int8_t zeros[kPanel] = {};
+        std::int8_t narrow[kKGroup][kPanel] = {};
+        for (Index kk = 0; kk < k; kk += kKGroup) {
+          const std::int8_t* r[kKGroup];
+          for (Index j = 0; j < kKGroup; ++j) {
+            r[j] = kk + j < k ? first + (kk + j) * s0 : zeros;
+            if (c_end < kPanel && kk + j < k) {
+              std::memcpy(narrow[j], r[j], static_cast<std::size_t>(c_end));
+              r[j] = narrow[j];
+            }
+          }
+          std::int8_t* group = pd + (kk / kKGroup) * kGroupBytes;
+          for (Index c = 0; c < kPanel; ++c) {
+            group[c * kKGroup] = r[0][c];
+            group[c * kKGroup + 1] = r[1][c];
+            group[c * kKGroup + 2] = r[2][c];
+            group[c * kKGroup + 3] = r[3][c];
+          }
+        }
+      } else {
+        for (Index c = 0; c < c_end; ++c) {
+          const std::int8_t* col = src + (p * kPanel + c) * s1;
+          for (Index kk = 0; kk < k; ++kk)
+            pd[(kk / kKGroup) * kGroupBytes + c * kKGroup + (kk % kKGroup)] = col[kk * s0];
+        }
       }
-      panel_mag_[static_cast<std::size_t>(p)] = magnitude(low, high);
+      panel_mag_[static_cast<std::size_t>(p)] = panel_stats(pd, kg, col_sums_.data() + p * kPanel);
     }
   }
 
