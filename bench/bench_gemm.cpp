@@ -9,6 +9,7 @@
 // per second). Weights are packed (ours, oneDNN's reorder) outside the timed loop. peak/vpdpbusd
 // and peak/fma_f32 (AVX-512), peak/avx2_maddubs, peak/avx2_madd and peak/fma_f32_avx2 (AVX2)
 // measure one core's instruction throughput so that figures can be quoted as % of peak.
+// pack/kt|v/<T>x<d> time the per-call packing of attention's Kᵀ and V (one head).
 //
 // Typical run (the machine is shared; keep it short):
 //   bench_gemm --benchmark_filter='gemm/(vnni|onednn_s8|eigen_f32)/197x'
@@ -381,7 +382,29 @@ void peak_avx2(benchmark::State& state) {
 #endif
 #endif
 
+// Packing an attention operand per call (PackedWeightsInt8::repack): Kᵀ of one head (the key
+// rows' head slice, transposed view) or V, from T tokens of a qkv-like activation (row stride
+// 3·d). pack/<kt|v>/<T>x<d>; bytes/s counts the head slice.
+void bench_pack(benchmark::State& state, Index t, Index d, bool keys) {
+  std::mt19937 rng(5);
+  std::vector<std::int8_t> qkv(static_cast<std::size_t>(t * 3 * d));
+  for (auto& v : qkv) v = static_cast<std::int8_t>(rng());
+  const vitc::TensorView<const std::int8_t, 2> head(qkv.data() + d, {t, d}, {3 * d, 1});
+  auto packed = vitc::kernels::PackedWeightsInt8::reserved(keys ? d : t, keys ? t : d);
+  for (auto _ : state) {
+    packed.repack(keys ? head.transposed() : head);
+    benchmark::DoNotOptimize(packed.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * t * d);
+}
+
 const bool kRegistered = [] {
+  for (const auto& [t, d] : {std::pair<Index, Index>{17, 16}, {197, 64}, {50, 60}}) {
+    const std::string shape = std::to_string(t) + "x" + std::to_string(d);
+    benchmark::RegisterBenchmark(("pack/kt/" + shape).c_str(), bench_pack, t, d, true);
+    benchmark::RegisterBenchmark(("pack/v/" + shape).c_str(), bench_pack, t, d, false);
+  }
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   benchmark::RegisterBenchmark("peak/vpdpbusd/threads:1", peak_vpdpbusd);
   benchmark::RegisterBenchmark("peak/fma_f32/threads:1", peak_fma_f32);

@@ -77,6 +77,23 @@ quant::FakeQuantViT calibrated(const model::ViTConfig& c, const model::LabeledIm
   return fq;
 }
 
+// The same with query and key weights scaled up 12×: random weights attend almost uniformly
+// (scores far below one probability step), so that which key a query meets barely shows in the
+// logits; these attend sharply.
+quant::FakeQuantViT calibrated_sharp(const model::ViTConfig& c, const model::LabeledImages& data) {
+  auto w = model::ViTWeights<float>::random(c, 9);
+  for (std::size_t l = 0; l < w.blocks.size(); ++l) {
+    auto& qkv = w.blocks[l].qkv.weight;
+    const Index qk_rows = 2 * c.blocks[l].qk_dim();
+    for (Index r = 0; r < qk_rows; ++r)
+      for (Index i = 0; i < qkv.extent(1); ++i) qkv(r, i) *= 12.0f;
+  }
+  quant::FakeQuantViT fq(std::move(w), quant::QuantConfig::named("w8a8"));
+  fq.quantize_weights();
+  fq.calibrate(data, std::min<Index>(data.size(), 64), {}, 32);
+  return fq;
+}
+
 // `log2_bits` > 0 changes the attention probabilities of a named configuration to log2 with
 // that many bits.
 quant::FakeQuantViT calibrated(const model::ViTConfig& c, const model::LabeledImages& data,
@@ -172,6 +189,7 @@ struct Fixture {
   // Log2 attention: 16 levels (P·V in two byte halves) and 8 levels (one GEMM).
   quant::FakeQuantViT fq_log2 = calibrated(small_config(), calib.labeled(), "w8a8-log2attn");
   quant::FakeQuantViT fq_log2_3 = calibrated(small_config(), calib.labeled(), "w8a8", 7, 3);
+  quant::FakeQuantViT fq_sharp = calibrated_sharp(small_config(), calib.labeled());
   Tensor<float, 4> x = image_batch(test.labeled(), 0, 48);
 };
 Fixture& fixture() {
@@ -276,12 +294,15 @@ TEST_SUITE("engine") {
                                                                                 f.fq_log2);
     check_arch_matches_scalar<G, engine::softmax::Shiftmax, engine::act::TableGelu>(
         "log2 attention, 3 bits", f.fq_log2_3);
+    check_arch_matches_scalar<G, engine::softmax::IExp, engine::act::TableGelu>("sharp attention",
+                                                                                f.fq_sharp);
   }
 
   TEST_CASE("attention's heads in one GEMM or one GEMM per head: the same logits") {
     auto& f = fixture();
     ThreadPool pool(2);
-    for (const quant::FakeQuantViT* fq : {&f.fq, &f.fq_odd, &f.fq4, &f.fq_log2, &f.fq_log2_3}) {
+    for (const quant::FakeQuantViT* fq :
+         {&f.fq, &f.fq_odd, &f.fq4, &f.fq_log2, &f.fq_log2_3, &f.fq_sharp}) {
       engine::IntViT<> per_head(*fq, 48);
       per_head.set_head_grouping(engine::HeadGrouping::kPerHead);
       const auto z = run(per_head, f.x);
@@ -293,6 +314,13 @@ TEST_SUITE("engine") {
       // Back to one head per GEMM after the buffers were sized for all heads.
       all.set_head_grouping(engine::HeadGrouping::kPerHead);
       CHECK(bit_identical(z, run(all, f.x)));
+      // Auto, two threads, one image: as many groups as threads (2 heads: 1 per GEMM; 4 heads:
+      // groups of 2, the second starting at head 2).
+      engine::IntViT<> halves(*fq, 1, &pool);
+      for (Index i = 0; i < 3; ++i) {
+        const auto zi = run(halves, image_batch(f.test.labeled(), i, 1));
+        for (Index c = 0; c < z.extent(1); ++c) CHECK(zi(0, c) == z(i, c));
+      }
     }
   }
 

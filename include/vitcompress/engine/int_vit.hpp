@@ -351,9 +351,10 @@ struct GeluKernelOf<G, std::void_t<typename G::kernel>> {
 // GEMM each per (image, head), the head's K and V packed as the B operand. All heads: one GEMM
 // each per image, against block-diagonal Kᵀ and V (head h's keys in head h's rows and columns,
 // zeros elsewhere): H times the multiply-adds, but one call, one packing and one softmax call
-// instead of H. Auto takes all heads when H·T <= kGroupedHeadsMaxColumns (short sequences,
-// where each call's fixed cost outweighs its arithmetic: the shipped 17-token model). The
-// results are bit-identical: the zeros add nothing to the exact int32 products.
+// instead of H. Auto groups heads when H·T <= kGroupedHeadsMaxColumns (short sequences, where
+// each call's fixed cost outweighs its arithmetic: the shipped 17-token model), in as few equal
+// groups as keep every thread of the engine busy (4 heads, batch 1, 2 threads: 2 groups of 2).
+// The results are bit-identical: the zeros add nothing to the exact int32 products.
 enum class HeadGrouping { kAuto, kPerHead, kAllHeads };
 inline constexpr Index kGroupedHeadsMaxColumns = 128;
 
@@ -747,11 +748,12 @@ class IntViT {
     fc1_out16_ = Tensor<std::int16_t, 2>({Gelu::kTable ? m : 0, hidden});
     fc2_in_ = Tensor<std::int8_t, 2>({m, hidden});
     const int nt = threads();
+    attn_threads_ = nt;
     // The widest attention GEMM: the score columns (T, or H·T for grouped heads), its depth
     // (head dim or all heads' dims) and the P·V output columns.
     Index cols = s.t, bk = 1, bn = 1, gqk = 0, gdv = 0;
     for (const Block& b : blocks_) {
-      const Index g = heads_per_gemm(b);
+      const Index g = heads_per_gemm(b, max_batch_);  // the most heads of any batch
       cols = std::max(cols, g * s.t);
       bk = std::max(bk, g * b.dqk);
       bn = std::max(bn, g * b.dv);
@@ -768,7 +770,6 @@ class IntViT {
     pv_acc_ = Tensor<std::int32_t, 2>({nt, log2_16 ? 2 * s.t * std::max(dv, bn) : 0});
     kdiag_ = Tensor<std::int8_t, 2>({nt, gqk > 0 ? cols * gqk : 0});
     vdiag_ = Tensor<std::int8_t, 2>({nt, gdv > 0 ? cols * gdv : 0});
-    attn_threads_ = nt;
     // Scratch sized once for every GEMM run() makes: no allocation inside run().
     Index kmax = std::max({s.pd, s.d, vdim, hidden});
     ws_.reserve(m, kmax, std::max({kv, qk, hidden, s.d, config_.num_classes}));
@@ -785,12 +786,16 @@ class IntViT {
 
   [[nodiscard]] int threads() const noexcept { return pool_ ? pool_->num_threads() : 1; }
 
-  // Heads per attention GEMM in block b: all of them, or 1 (HeadGrouping).
-  [[nodiscard]] Index heads_per_gemm(const Block& b) const noexcept {
-    const bool all =
-        grouping_ == HeadGrouping::kAllHeads ||
-        (grouping_ == HeadGrouping::kAuto && b.heads * shape().t <= kGroupedHeadsMaxColumns);
-    return all ? std::max<Index>(b.heads, 1) : 1;
+  // Heads per attention GEMM in block b for a batch (HeadGrouping): 1, all, or for Auto the
+  // fewest equal groups with batch·groups >= the attention threads.
+  [[nodiscard]] Index heads_per_gemm(const Block& b, Index batch) const noexcept {
+    const Index h = std::max<Index>(b.heads, 1);
+    if (grouping_ == HeadGrouping::kAllHeads) return h;
+    if (grouping_ == HeadGrouping::kPerHead || b.heads * shape().t > kGroupedHeadsMaxColumns)
+      return 1;
+    for (Index parts = 1; parts < h; ++parts)
+      if (h % parts == 0 && batch * parts >= attn_threads_) return h / parts;
+    return 1;
   }
 
   // ---- run -----------------------------------------------------------------------------------
@@ -916,7 +921,7 @@ class IntViT {
   void attention(const Block& b, Index batch, bool cls_only, Pol& pol) {
     const ViTShape s = shape();
     const Index t = s.t, qk = b.heads * b.dqk, qt = cls_only ? 1 : t;
-    const Index g = heads_per_gemm(b), cols = g * t, gqk = g * b.dqk, gdv = g * b.dv;
+    const Index g = heads_per_gemm(b, batch), cols = g * t, gqk = g * b.dqk, gdv = g * b.dv;
     const Index q_ld = q_.extent(1), kv_ld = kv_.extent(1), out_ld = attn_.extent(1);
     const Index groups = b.heads / g, items = batch * groups;
     const Index chunks = std::min<Index>(items, attn_threads_);
@@ -941,7 +946,7 @@ class IntViT {
                           .transposed());
           } else {
             std::int8_t* kd = kdiag_.data() + c * kdiag_.extent(1);
-            fill_block_diagonal(kd, kv, kv_ld, t, g, b.dqk);
+            fill_block_diagonal(kd, kv + h0 * b.dqk, kv_ld, t, g, b.dqk);
             kp.repack(TensorView<const std::int8_t, 2>(kd, {cols, gqk}).transposed());
           }
           const TensorView<const std::uint8_t, 2> qh(q_.data() + img * t * q_ld + h0 * b.dqk,
@@ -965,7 +970,7 @@ class IntViT {
             vp.repack(TensorView<const std::int8_t, 2>(kv + qk + h0 * b.dv, {t, b.dv}, {kv_ld, 1}));
           } else {
             std::int8_t* vd = vdiag_.data() + c * vdiag_.extent(1);
-            fill_block_diagonal(vd, kv + qk, kv_ld, t, g, b.dv);
+            fill_block_diagonal(vd, kv + qk + h0 * b.dv, kv_ld, t, g, b.dv);
             vp.repack(TensorView<const std::int8_t, 2>(vd, {cols, gdv}));
           }
           const Index out_row = cls_only ? img : img * t;
@@ -990,8 +995,8 @@ class IntViT {
   }
 
   // dst [g·T × g·d] = the block-diagonal matrix of g heads' d columns of src (T rows of stride
-  // ld, head h in columns h·d .. h·d + d − 1): row h·T + j holds src row j's head-h columns in
-  // columns h·d .., zeros elsewhere.
+  // ld, head h in columns h·d .. h·d + d − 1 from src): row h·T + j holds src row j's head-h
+  // columns in columns h·d .., zeros elsewhere.
   static void fill_block_diagonal(std::int8_t* dst, const std::int8_t* src, Index ld, Index t,
                                   Index g, Index d) noexcept {
     const Index width = g * d;
