@@ -205,9 +205,10 @@ class PackedWeightsInt8 {
           for (Index kk = kfull; kk < k; ++kk)
             pd[kfull * kPanel + c * kKGroup + (kk - kfull)] = first[c * s1 + kk];
       } else if (s1 == 1) {
-        // Row k of B is contiguous (attention's V): a 4×16 byte transpose per k-group, built as
-        // dwords of four rows' bytes. Rows of a last, narrower panel are copied into zeros first
-        // (reading 16 bytes of them could run past the end of B).
+        // Row k of B is contiguous (attention's V): a 4×16 byte transpose per k-group, the four
+        // rows' bytes interleaved (byte j of column c's dword is row kk + j). Rows of a last,
+        // narrower panel are copied into zeros first (reading 16 bytes of them could run past
+        // the end of B).
         const std::int8_t* first = src + p * kPanel;
         const std::int8_t zeros[kPanel] = {};
         std::int8_t narrow[kKGroup][kPanel] = {};
