@@ -69,12 +69,17 @@ struct RandomImages {
   [[nodiscard]] model::LabeledImages labeled() const { return {images.cview(), labels.cview()}; }
 };
 
-quant::FakeQuantViT calibrated(const model::ViTConfig& c, const model::LabeledImages& data,
-                               const quant::QuantConfig& qc, std::uint64_t seed) {
-  quant::FakeQuantViT fq(model::ViTWeights<float>::random(c, seed), qc);
+quant::FakeQuantViT calibrated(model::ViTWeights<float> w, const model::LabeledImages& data,
+                               const quant::QuantConfig& qc) {
+  quant::FakeQuantViT fq(std::move(w), qc);
   fq.quantize_weights();
   fq.calibrate(data, std::min<Index>(data.size(), 64), {}, 32);
   return fq;
+}
+
+quant::FakeQuantViT calibrated(const model::ViTConfig& c, const model::LabeledImages& data,
+                               const quant::QuantConfig& qc, std::uint64_t seed) {
+  return calibrated(model::ViTWeights<float>::random(c, seed), data, qc);
 }
 
 // The same with query and key weights scaled up 12×: random weights attend almost uniformly
@@ -88,10 +93,7 @@ quant::FakeQuantViT calibrated_sharp(const model::ViTConfig& c, const model::Lab
     for (Index r = 0; r < qk_rows; ++r)
       for (Index i = 0; i < qkv.extent(1); ++i) qkv(r, i) *= 12.0f;
   }
-  quant::FakeQuantViT fq(std::move(w), quant::QuantConfig::named("w8a8"));
-  fq.quantize_weights();
-  fq.calibrate(data, std::min<Index>(data.size(), 64), {}, 32);
-  return fq;
+  return calibrated(std::move(w), data, quant::QuantConfig::named("w8a8"));
 }
 
 // `log2_bits` > 0 changes the attention probabilities of a named configuration to log2 with

@@ -751,16 +751,14 @@ class IntViT {
     attn_threads_ = nt;
     // The widest attention GEMM: the score columns (T, or H·T for grouped heads), its depth
     // (head dim or all heads' dims) and the P·V output columns.
-    Index cols = s.t, bk = 1, bn = 1, gqk = 0, gdv = 0;
+    Index cols = s.t, bk = 1, bn = 1;
+    bool grouped = false;
     for (const Block& b : blocks_) {
       const Index g = heads_per_gemm(b, max_batch_);  // the most heads of any batch
       cols = std::max(cols, g * s.t);
       bk = std::max(bk, g * b.dqk);
       bn = std::max(bn, g * b.dv);
-      if (g > 1) {
-        gqk = std::max(gqk, g * b.dqk);
-        gdv = std::max(gdv, g * b.dv);
-      }
+      grouped = grouped || g > 1;
     }
     scores_ = Tensor<std::int32_t, 2>({nt, s.t * cols});
     probs_ = Tensor<std::uint8_t, 2>({nt, s.t * cols});
@@ -768,8 +766,8 @@ class IntViT {
     for (const Block& b : blocks_) log2_16 = log2_16 || b.log2_levels() > 8;
     probs_hi_ = Tensor<std::uint8_t, 2>({nt, log2_16 ? s.t * cols : 0});
     pv_acc_ = Tensor<std::int32_t, 2>({nt, log2_16 ? 2 * s.t * std::max(dv, bn) : 0});
-    kdiag_ = Tensor<std::int8_t, 2>({nt, gqk > 0 ? cols * gqk : 0});
-    vdiag_ = Tensor<std::int8_t, 2>({nt, gdv > 0 ? cols * gdv : 0});
+    kdiag_ = Tensor<std::int8_t, 2>({nt, grouped ? cols * bk : 0});
+    vdiag_ = Tensor<std::int8_t, 2>({nt, grouped ? cols * bn : 0});
     // Scratch sized once for every GEMM run() makes: no allocation inside run().
     Index kmax = std::max({s.pd, s.d, vdim, hidden});
     ws_.reserve(m, kmax, std::max({kv, qk, hidden, s.d, config_.num_classes}));
