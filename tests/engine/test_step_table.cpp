@@ -10,10 +10,12 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "vitcompress/core/cpu_features.hpp"
 #include "vitcompress/engine/detail/bucket_table.hpp"
+#include "vitcompress/engine/detail/gelu_table.hpp"
 #include "vitcompress/engine/detail/step_table.hpp"
 #include "vitcompress/kernels/arch.hpp"
 
@@ -22,19 +24,12 @@ namespace step_table_test {
 using vitc::Index;
 namespace ed = vitc::engine::detail;
 
-// The engine's GELU table for an fc2 input range [lo, hi] (engine/int_vit.hpp, TableGelu).
+// The engine's GELU table for an fc2 input range [−0.17, hi] (engine/detail/gelu_table.hpp).
 std::vector<std::int8_t> gelu_table(double hi) {
   const double lo = -0.17, so = (hi - lo) / 255;
-  const int zp = static_cast<int>(std::lround(-lo / so));
-  const double gs = std::max(8.0, hi + so) / 32767;
-  std::vector<std::int8_t> t(65536);
-  for (int code = -32768; code < 32768; ++code) {
-    const auto x = static_cast<float>(code * gs);
-    const float g = 0.5f * x * (1.0f + std::erf(x * 0.70710678f));
-    const float q = std::nearbyint(g / static_cast<float>(so)) + static_cast<float>(zp);
-    t[static_cast<std::size_t>(code + 32768)] =
-        static_cast<std::int8_t>(static_cast<int>(std::clamp(q, 0.0f, 255.0f)) - 128);
-  }
+  const auto zp = static_cast<std::int32_t>(std::lround(-lo / so));
+  std::vector<std::int8_t> t = ed::make_gelu_table(so, zp).codes;
+  t.resize(65536);
   return t;
 }
 
@@ -95,6 +90,23 @@ void check_buckets(const std::vector<std::int8_t>& table, bool expect_usable) {
 #endif
 }
 
+// A table rising at index 1000 and 60000 (buckets of 256 from 1000), with `ups` rises at 30001,
+// 30011, ... and `downs` falls at 30100, 30110, ...: all in bucket 113, [29928, 30184).
+std::vector<std::int8_t> steps_in_one_bucket(int ups, int downs) {
+  std::vector<std::int8_t> t(65536, 0);
+  int level = 0;
+  auto step_at = [&](int x, int by) {
+    level += by;
+    for (int i = x; i < 65536; ++i)
+      t[static_cast<std::size_t>(i)] = static_cast<std::int8_t>(level);
+  };
+  step_at(1000, 1);
+  for (int j = 0; j < ups; ++j) step_at(30001 + 10 * j, 1);
+  for (int j = 0; j < downs; ++j) step_at(30100 + 10 * j, -1);
+  step_at(60000, 1);
+  return t;
+}
+
 }  // namespace step_table_test
 
 TEST_SUITE("engine") {
@@ -149,12 +161,15 @@ TEST_SUITE("engine") {
       CAPTURE(hi);
       check_buckets(gelu_table(hi), true);
     }
-    // Both lookups run: at most 4 rises per bucket, and 5 to 8.
-    CHECK(ed::build_bucket_table(gelu_table(8.0).data() + 32768).ups <= 4);
-    CHECK(ed::build_bucket_table(gelu_table(1.0).data() + 32768).ups > 4);
-    // An output range this narrow puts a dozen rises into one bucket of 128 inputs: the engine
-    // keeps the step search.
-    check_buckets(gelu_table(0.5), false);
+    // The 16-bit scale spans only where GELU's code changes: 2 rises and 1 fall per bucket at
+    // most for an output range of 8, 4 at 2.
+    const ed::BucketTable wide = ed::build_bucket_table(gelu_table(8.0).data() + 32768);
+    CHECK(wide.ups <= 2);
+    CHECK(wide.downs <= 1);
+    CHECK(ed::build_bucket_table(gelu_table(2.0).data() + 32768).ups <= 4);
+    // An output range this narrow puts a dozen rises into one bucket: the engine keeps the step
+    // search.
+    check_buckets(gelu_table(0.1), false);
   }
 
   TEST_CASE("BucketTable: adversarial tables") {
@@ -169,21 +184,21 @@ TEST_SUITE("engine") {
     ends[0] = -1;
     ends[65535] = 3;
     check_buckets(ends, true);
-    // Bucket 113 ([29928, 30184)) with exactly kUps rises and kDowns falls, then with a rise more.
+    // Bucket 113 ([29928, 30184)) with as many rises and falls as each lookup reads.
+    for (auto [ups, downs] : {std::pair{1, 0}, {2, 1}, {3, 1}, {4, 1}, {5, 1}, {4, 2}, {6, 2}}) {
+      CAPTURE(ups);
+      CAPTURE(downs);
+      const std::vector<std::int8_t> t = steps_in_one_bucket(ups, downs);
+      const ed::BucketTable bt = ed::build_bucket_table(t.data() + 32768);
+      CHECK(bt.ups == ups);
+      CHECK(bt.downs == downs);
+      check_buckets(t, true);
+    }
+    // Exactly kUps rises and kDowns falls, then with a rise more.
     for (int extra : {0, 1}) {
-      std::vector<std::int8_t> t(65536, 0);
-      int level = 0;
-      auto step_at = [&](int x, int by) {
-        level += by;
-        for (int i = x; i < 65536; ++i)
-          t[static_cast<std::size_t>(i)] = static_cast<std::int8_t>(level);
-      };
-      step_at(1000, 1);  // with the last step, at 60000: buckets of 256 from 1000
-      for (int j = 0; j < ed::BucketTable::kUps + extra; ++j) step_at(30001 + 10 * j, 1);
-      for (int j = 0; j < ed::BucketTable::kDowns; ++j) step_at(30100 + 10 * j, -1);
-      step_at(60000, 1);
       CAPTURE(extra);
-      check_buckets(t, extra == 0);
+      check_buckets(steps_in_one_bucket(ed::BucketTable::kUps + extra, ed::BucketTable::kDowns),
+                    extra == 0);
     }
     // Random codes: thousands of steps.
     std::mt19937 rng(9);

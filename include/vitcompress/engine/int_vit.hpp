@@ -70,7 +70,8 @@
 //     points on the 10000 test images, README);
 //   - LayerNorm: within 1.1 output steps of the float LayerNorm (kernels/layernorm_int.hpp);
 //   - GELU: TableGelu evaluates the float GELU exactly on the fc1 output requantized to 16 bits
-//     (≥ 128 steps per output step), so its codes differ only at rounding ties; IGelu and
+//     (over [−L, U], where its code changes: ≥ 100 steps per output step for output ranges of 2
+//     or more, detail/gelu_table.hpp), so its codes differ only at rounding ties; IGelu and
 //     ShiftGelu add their approximation error and a symmetric int8 fc2 input (one bit coarser);
 //   - requantizations round the exact integer sums once (fixed point to 2^−30), where the
 //     simulation rounds float sums: codes can differ by one at near-ties.
@@ -105,6 +106,7 @@
 #include "vitcompress/core/parallel_for.hpp"
 #include "vitcompress/core/tensor.hpp"
 #include "vitcompress/engine/detail/bucket_table.hpp"
+#include "vitcompress/engine/detail/gelu_table.hpp"
 #include "vitcompress/engine/detail/int_vit_ops.hpp"
 #include "vitcompress/engine/detail/step_table.hpp"
 #include "vitcompress/engine/policies.hpp"
@@ -430,8 +432,9 @@ class IntViT {
                  kernels::OutputAddZeroPoint, kernels::OutputSaturatingCast<std::uint8_t>>;
   using KvPipe = std::tuple<kernels::OutputBiasAdd, kernels::OutputRequantizePerChannel,
                             kernels::OutputClamp, kernels::OutputSaturatingCast<std::int8_t>>;
-  using Fc1TablePipe = std::tuple<kernels::OutputBiasAdd, kernels::OutputRequantizePerChannel,
-                                  kernels::OutputSaturatingCast<std::int16_t>>;
+  using Fc1TablePipe =
+      std::tuple<kernels::OutputBiasAdd, kernels::OutputRequantizePerChannel,
+                 kernels::OutputAddZeroPoint, kernels::OutputSaturatingCast<std::int16_t>>;
   using Fc1KernelPipe = std::tuple<kernels::OutputBiasAdd, kernels::OutputRequantizePerChannel>;
   using HeadPipe = std::tuple<kernels::OutputBiasAdd, kernels::OutputDequantizePerChannel>;
   using PvPipe = std::tuple<kernels::OutputRequantize, kernels::OutputAddZeroPoint,
@@ -662,21 +665,12 @@ class IntViT {
         const double lo = -fc2_in.zero_point * double{fc2_in.scale};
         const double hi = (255 - fc2_in.zero_point) * double{fc2_in.scale};
         if constexpr (Gelu::kTable) {
-          // fc1 output at 16 bits over [−max(8, hi+s), max(8, hi+s)]: beyond it GELU's code is
-          // constant (0 below −8 rounds to the zero point, above hi + s it saturates).
-          const double g_scale = std::max(8.0, hi + fc2_in.scale) / 32767.0;
-          b.rq_fc1 =
-              quant::make_requant_params(fc1_in.scale, w1.scales, b1, static_cast<float>(g_scale),
-                                         0, static_cast<std::size_t>(b.hidden), at + " fc1");
-          b.gelu_table.assign(65536 + 4, 0);  // + 4: the AVX-512 gather reads 4 bytes
-          for (int code = -32768; code < 32768; ++code) {
-            const float x = static_cast<float>(code * g_scale);
-            const float g = 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752440f));
-            const float q =
-                std::nearbyint(g / fc2_in.scale) + static_cast<float>(fc2_in.zero_point);
-            b.gelu_table[static_cast<std::size_t>(code + 32768)] =
-                static_cast<std::int8_t>(static_cast<int>(std::clamp(q, 0.0f, 255.0f)) - 128);
-          }
+          // fc1 output at 16 bits over the range where GELU's code changes (detail/gelu_table.hpp).
+          detail::GeluTable table = detail::make_gelu_table(fc2_in.scale, fc2_in.zero_point);
+          b.rq_fc1 = quant::make_requant_params(fc1_in.scale, w1.scales, b1,
+                                                static_cast<float>(table.scale), table.zero_point,
+                                                static_cast<std::size_t>(b.hidden), at + " fc1");
+          b.gelu_table = std::move(table.codes);
           b.gelu_steps = detail::build_step_table(b.gelu_table.data() + 32768);
           b.gelu_buckets = detail::build_bucket_table(b.gelu_table.data() + 32768);
           b.fc2_zp = fc2_in.zero_point - 128;
@@ -1098,7 +1092,8 @@ class IntViT {
       auto fc2_in = fc2_in_.view().slice(0, 0, mr).slice(1, 0, b.hidden);
       if constexpr (Gelu::kTable) {
         auto h16 = fc1_out16_.view().slice(0, 0, mr).slice(1, 0, b.hidden);
-        const Fc1TablePipe pipe{{b.rq_fc1.bias}, {b.rq_fc1.multipliers}, {}};
+        const Fc1TablePipe pipe{
+            {b.rq_fc1.bias}, {b.rq_fc1.multipliers}, {b.rq_fc1.output_zero_point}, {}};
         linear(b.wfc1, TensorView<const std::int8_t, 2>(ln2), b.ln2_zp, pipe, h16, pol);
         const std::int8_t* table = b.gelu_table.data() + 32768;
         pol.parallel_for(mr, 4, [&](ParallelIndex r0, ParallelIndex r1) {

@@ -15,10 +15,11 @@
 // where first[b] is the table at the bucket's start and up_j / down_j list the offsets (minus 1)
 // of the rises / falls inside the bucket, repeated by the size of the step; unused entries hold
 // 255, which no offset exceeds. Each of these is a 256-byte table over the buckets, and 64 values
-// read one with two vpermi2b and a blend: 64 values cost about 50 operations with up to 4 rises per
-// bucket, about 65 with up to 8. x beyond the last bucket reads its last offset, where the table is
-// already constant. build_bucket_table() checks the form against every table entry; a table with
-// more steps in one bucket than the form holds is not usable and the caller keeps the step search.
+// read one with two vpermi2b and a blend: 64 values cost about 40 operations with up to 2 rises
+// and 1 fall per bucket, about 50 with up to 4 rises and 2 falls, about 70 with up to 8. x beyond
+// the last bucket reads its last offset, where the table is already constant. build_bucket_table()
+// checks the form against every table entry; a table with more steps in one bucket than the form
+// holds is not usable and the caller keeps the step search.
 
 #include <algorithm>
 #include <array>
@@ -43,7 +44,8 @@ struct BucketTable {
   // byte[0][b] = first[b] (int8 bits), byte[1 + j][b] = up_j[b], byte[1 + kUps + j][b] =
   // down_j[b].
   alignas(64) std::array<std::array<std::uint8_t, 256>, kTables> byte{};
-  int ups = 0;  // the most rises in one bucket: the lookup reads only that many up tables
+  int ups = 0;    // the most rises in one bucket: the lookup reads only that many up tables
+  int downs = 0;  // and the most falls
   bool usable = false;
 
   // table[x] for any int16 x (the definition the SIMD path equals).
@@ -94,6 +96,7 @@ struct BucketTable {
       }
       for (int k = 0; k < -step; ++k, ++downs) {
         if (downs == BucketTable::kDowns) return t;
+        t.downs = std::max(t.downs, downs + 1);
         t.byte[static_cast<std::size_t>(1 + BucketTable::kUps + downs)]
               [static_cast<std::size_t>(b)] = static_cast<std::uint8_t>(p - 1);
       }
@@ -129,8 +132,9 @@ VITC_TARGET_AVX512VBMI inline __m512i bucket_byte(const std::uint8_t* row, __m51
   return _mm512_mask_blend_epi8(high, lo, hi);
 }
 
-// bucket_lookup_avx512vbmi reading the first kUps up tables (t.ups <= kUps).
-template <int kUps>
+// bucket_lookup_avx512vbmi reading the first kUps up and kDowns down tables (t.ups <= kUps,
+// t.downs <= kDowns).
+template <int kUps, int kDowns>
 VITC_TARGET_AVX512VBMI inline void bucket_lookup_512(const BucketTable& t, const std::int16_t* in,
                                                      std::int8_t* out, Index n) noexcept {
   const __m512i even = _mm512_load_si512(kEvenBytes.data());  // low bytes of two int16 vectors
@@ -162,7 +166,7 @@ VITC_TARGET_AVX512VBMI inline void bucket_lookup_512(const BucketTable& t, const
       code = _mm512_mask_add_epi8(
           code, _mm512_cmpgt_epu8_mask(offset, bucket_byte(bytes + 256 * (1 + j), bucket, high)),
           code, one);
-    for (int j = 0; j < BucketTable::kDowns; ++j)
+    for (int j = 0; j < kDowns; ++j)
       code = _mm512_mask_sub_epi8(
           code,
           _mm512_cmpgt_epu8_mask(
@@ -178,10 +182,19 @@ VITC_TARGET_AVX512VBMI inline void bucket_lookup_512(const BucketTable& t, const
 VITC_TARGET_AVX512VBMI inline void bucket_lookup_avx512vbmi(const BucketTable& t,
                                                             const std::int16_t* in,
                                                             std::int8_t* out, Index n) noexcept {
-  if (t.ups <= 4)
-    bucket_lookup_512<4>(t, in, out, n);
-  else
-    bucket_lookup_512<BucketTable::kUps>(t, in, out, n);
+  // Each table read is two vpermi2b and a blend: read no more than the buckets use.
+  if (t.downs <= 1) {
+    if (t.ups <= 2)
+      bucket_lookup_512<2, 1>(t, in, out, n);
+    else if (t.ups <= 4)
+      bucket_lookup_512<4, 1>(t, in, out, n);
+    else
+      bucket_lookup_512<BucketTable::kUps, 1>(t, in, out, n);
+  } else if (t.ups <= 4) {
+    bucket_lookup_512<4, BucketTable::kDowns>(t, in, out, n);
+  } else {
+    bucket_lookup_512<BucketTable::kUps, BucketTable::kDowns>(t, in, out, n);
+  }
 }
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
