@@ -110,6 +110,51 @@ void check_path(Path path) {
   CHECK(compared == 3 * 41 * 4);
 }
 
+#if VITC_HAVE_X86_TARGET_KERNELS
+// rescale_rows_avx512 against rescale_row row by row: row counts around its blocks, channel
+// counts around 8, padded row strides (the padding must stay), in place and not, the three output
+// ranges of check_path.
+void check_rows_avx512() {
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<std::int32_t> acc_d(std::numeric_limits<std::int32_t>::min(),
+                                                    std::numeric_limits<std::int32_t>::max());
+  std::uniform_int_distribution<int> x_d(-32768, 32767);
+  int compared = 0;
+  for (const auto& [lo, hi] : {std::pair{-255, 255}, std::pair{-32768, 32767}, std::pair{0, 0}})
+    for (Index rows : {0, 1, 2, 7, 9})
+      for (Index n : {0, 1, 7, 8, 9, 16, 17, 40})
+        for (bool in_place : {false, true}) {
+          CAPTURE(lo);
+          CAPTURE(rows);
+          CAPTURE(n);
+          CAPTURE(in_place);
+          const Rescale r = constants(n, lo, hi, rng);
+          const Index lda = n + 3, ldx = n + 5, ldo = in_place ? ldx : n + 1;
+          std::vector<std::int32_t> acc(static_cast<std::size_t>(rows * lda));
+          std::vector<std::int16_t> x(static_cast<std::size_t>(rows * ldx));
+          for (std::size_t i = 0; i < acc.size(); ++i)
+            acc[i] = i % 5 == 0   ? std::numeric_limits<std::int32_t>::min()
+                     : i % 5 == 1 ? std::numeric_limits<std::int32_t>::max()
+                                  : acc_d(rng) >> (i % 3 == 0 ? 12 : 0);
+          for (std::size_t i = 0; i < x.size(); ++i)
+            x[i] = static_cast<std::int16_t>(i % 7 == 0 ? -32768 : i % 7 == 1 ? 32767 : x_d(rng));
+          std::vector<std::int16_t> want(static_cast<std::size_t>(rows * ldo), kGuard);
+          if (in_place) want = x;
+          for (Index i = 0; i < rows; ++i)
+            vitc::engine::detail::rescale_row(r, acc.data() + i * lda, x.data() + i * ldx, nullptr,
+                                              want.data() + i * ldo, n);
+          std::vector<std::int16_t> got(static_cast<std::size_t>(rows * ldo), kGuard);
+          if (in_place) got = x;
+          std::int16_t* xp = in_place ? got.data() : x.data();
+          vitc::engine::detail::rescale_rows_avx512(r, acc.data(), lda, xp, ldx, got.data(), ldo,
+                                                    rows, n);
+          CHECK(got == want);
+          ++compared;
+        }
+  CHECK(compared == 3 * 5 * 8 * 2);
+}
+#endif
+
 }  // namespace rescale_row_test
 
 TEST_SUITE("engine") {
@@ -130,6 +175,7 @@ TEST_SUITE("engine") {
       });
     else
       MESSAGE("AVX-512 not available on this CPU");
+    if (vitc::kernels::arch::Avx512Vnni::available()) check_rows_avx512();
 #else
     MESSAGE("no x86 SIMD paths in this build");
 #endif

@@ -845,6 +845,25 @@ class IntViT {
     detail::rescale_row(r, acc, x, extra, out, n);
   }
 
+  // rescale_row with the x term over rows [r0, r1) of the accumulators and the residual stream,
+  // in place; on AVX-512 by blocks of rows (detail::rescale_rows_avx512).
+  void residual_rows(const detail::Rescale& r, const TensorView<std::int32_t, 2>& acc, Index res_ld,
+                     Index r0, Index r1) noexcept {
+    const Index d = shape().d;
+#if VITC_HAVE_X86_TARGET_KERNELS
+    if (helper_arch_ == kernels::arch::ArchId::kAvx512Vnni) {
+      std::int16_t* x = res_.data() + r0 * res_ld;
+      detail::rescale_rows_avx512(r, acc.data() + r0 * acc.stride(0), acc.stride(0), x, res_ld, x,
+                                  res_ld, r1 - r0, d);
+      return;
+    }
+#endif
+    for (Index i = r0; i < r1; ++i) {
+      std::int16_t* x = res_.data() + i * res_ld;
+      rescale_row(r, acc.data() + i * acc.stride(0), x, nullptr, x, d);
+    }
+  }
+
   // Calls f(tag) with the kernels' path: Arch, or for arch::Auto the path chosen at construction
   // (helper_arch_), so that no kernel call inside run() reads VITC_ARCH or the CPU features again.
   template <class F>
@@ -1077,10 +1096,7 @@ class IntViT {
       linear(b.wproj, attn_.cview().slice(0, 0, mr).slice(1, 0, vdim), b.proj_zp,
              kernels::RawInt32{}, acc, pol);
       pol.parallel_for(mr, 8, [&](ParallelIndex r0, ParallelIndex r1) {
-        for (Index r = r0; r < r1; ++r) {
-          std::int16_t* x = res_.data() + r * res_ld;
-          rescale_row(b.res_attn, acc.data() + r * acc.stride(0), x, nullptr, x, d);
-        }
+        residual_rows(b.res_attn, acc, res_ld, r0, r1);
       });
       clock.mark(Stage::kProjResidual, l);
 
@@ -1130,10 +1146,7 @@ class IntViT {
       linear(b.wfc2, TensorView<const std::int8_t, 2>(fc2_in), b.fc2_zp, kernels::RawInt32{}, acc,
              pol);
       pol.parallel_for(mr, 8, [&](ParallelIndex r0, ParallelIndex r1) {
-        for (Index r = r0; r < r1; ++r) {
-          std::int16_t* x = res_.data() + r * res_ld;
-          rescale_row(b.res_mlp, acc.data() + r * acc.stride(0), x, nullptr, x, d);
-        }
+        residual_rows(b.res_mlp, acc, res_ld, r0, r1);
       });
       clock.mark(Stage::kFc2Residual, l);
     });

@@ -186,6 +186,8 @@ VITC_TARGET_AVX512VBMI inline void bucket_lookup_avx512vbmi(const BucketTable& t
   if (t.downs <= 1) {
     if (t.ups <= 2)
       bucket_lookup_512<2, 1>(t, in, out, n);
+    else if (t.ups == 3)
+      bucket_lookup_512<3, 1>(t, in, out, n);
     else if (t.ups <= 4)
       bucket_lookup_512<4, 1>(t, in, out, n);
     else
