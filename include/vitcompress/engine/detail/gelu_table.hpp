@@ -43,7 +43,8 @@ struct GeluTable {
         ArgumentError("make_gelu_table: output scale must be finite and positive and the "
                       "zero point in [0, 255]"));
   const double hi = (255 - out_zero_point) * out_scale;
-  // L: GELU is increasing below −0.7517 towards 0 at −∞; bisection for |GELU(−L)| = S_out/4.
+  // L: below its minimum at −0.7517, |GELU| falls towards 0 as x → −∞; bisection for
+  // |GELU(−L)| = S_out/4.
   double a = 0.76, b = 40.0;
   for (int i = 0; i < 200; ++i) {
     const double m = 0.5 * (a + b);
@@ -60,7 +61,8 @@ struct GeluTable {
   const double upper = b;
   GeluTable t;
   // 65534 steps over [−L, U]: one step of slack so that an integer zero point covers both ends.
-  t.scale = (upper + lower) / 65534.0;
+  // Rounded to float, the scale the fc1 requantization receives, so both use the same steps.
+  t.scale = static_cast<float>((upper + lower) / 65534.0);
   t.zero_point = static_cast<std::int32_t>(std::ceil(lower / t.scale - 32768.0));
   t.codes.assign(65536 + 4, 0);
   const auto so = static_cast<float>(out_scale);

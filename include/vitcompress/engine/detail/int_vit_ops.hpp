@@ -160,38 +160,43 @@ VITC_TARGET_AVX512VNNI inline void rescale_row_avx512(const Rescale& r, const st
 }
 
 // rescale_row with the x term for `rows` rows (row i at acc + i·lda, x + i·ldx, out + i·ldo; x
-// may equal out), on AVX-512: blocks of 8 channels outer and rows inner, so that each block's
-// constants (four int64 vectors, the rounding half folded into k) load once for all rows. Row by
-// row, those loads make the loop load-bound: a standalone timing of 197 × 192 took 12.7 µs row
-// by row and 8.1 µs with 8 rows per block.
+// may equal out), on AVX-512: in tiles of 16 rows, blocks of 8 channels outer and the tile's rows
+// inner, so that each block's constants (four int64 vectors, the rounding half folded into k)
+// load once per tile, and the tile's sums stay in L1. Row by row, those loads make the loop
+// load-bound: a standalone timing of 197 × 192 took 14.6 µs row by row, 9.4 µs with all rows
+// inner and 8.5 µs in tiles of 16.
 VITC_TARGET_AVX512VNNI inline void rescale_rows_avx512(const Rescale& r, const std::int32_t* acc,
                                                        Index lda, const std::int16_t* x, Index ldx,
                                                        std::int16_t* out, Index ldo, Index rows,
                                                        Index n) noexcept {
+  constexpr Index kTile = 16;
   const __m512i lo = _mm512_set1_epi64(r.lo), hi = _mm512_set1_epi64(r.hi);
   const __m512i one = _mm512_set1_epi64(1);
-  Index c = 0;
-  for (; c + 8 <= n; c += 8) {
-    const __m512i a1 = _mm512_loadu_si512(r.a1.data() + c);
-    const __m512i a2 = _mm512_loadu_si512(r.a2.data() + c);
-    const __m512i e =
-        _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r.e.data() + c)));
-    const __m512i k = _mm512_add_epi64(_mm512_loadu_si512(r.k.data() + c),
-                                       _mm512_sllv_epi64(one, _mm512_sub_epi64(e, one)));
-    for (Index i = 0; i < rows; ++i) {
-      const __m512i av = _mm512_cvtepi32_epi64(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i * lda + c)));
-      const __m512i xv =
-          _mm512_cvtepi16_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i * ldx + c)));
-      const __m512i num = _mm512_add_epi64(_mm512_add_epi64(_mm512_mullo_epi64(av, a1), k),
-                                           _mm512_mullo_epi64(xv, a2));
-      const __m512i v = _mm512_min_epi64(_mm512_max_epi64(_mm512_srav_epi64(num, e), lo), hi);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * ldo + c), _mm512_cvtepi64_epi16(v));
+  const Index vec_end = n - n % 8;
+  for (Index i0 = 0; i0 < rows; i0 += kTile) {
+    const Index i1 = std::min(rows, i0 + kTile);
+    for (Index c = 0; c < vec_end; c += 8) {
+      const __m512i a1 = _mm512_loadu_si512(r.a1.data() + c);
+      const __m512i a2 = _mm512_loadu_si512(r.a2.data() + c);
+      const __m512i e = _mm512_cvtepi32_epi64(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r.e.data() + c)));
+      const __m512i k = _mm512_add_epi64(_mm512_loadu_si512(r.k.data() + c),
+                                         _mm512_sllv_epi64(one, _mm512_sub_epi64(e, one)));
+      for (Index i = i0; i < i1; ++i) {
+        const __m512i av = _mm512_cvtepi32_epi64(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i * lda + c)));
+        const __m512i xv = _mm512_cvtepi16_epi64(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i * ldx + c)));
+        const __m512i num = _mm512_add_epi64(_mm512_add_epi64(_mm512_mullo_epi64(av, a1), k),
+                                             _mm512_mullo_epi64(xv, a2));
+        const __m512i v = _mm512_min_epi64(_mm512_max_epi64(_mm512_srav_epi64(num, e), lo), hi);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * ldo + c), _mm512_cvtepi64_epi16(v));
+      }
     }
+    if (vec_end < n)
+      for (Index i = i0; i < i1; ++i)
+        rescale_row(r, acc + i * lda, x + i * ldx, nullptr, out + i * ldo, n, vec_end);
   }
-  if (c < n)
-    for (Index i = 0; i < rows; ++i)
-      rescale_row(r, acc + i * lda, x + i * ldx, nullptr, out + i * ldo, n, c);
 }
 
 // rescale_row on AVX2, 4 channels per ymm of 64-bit lanes. AVX2 has no 64-bit multiply,
