@@ -20,14 +20,16 @@
 //                                       (I-BERT's i-exp, the more accurate, default) or
 //                                       kernels::ShiftExp (I-ViT's Shiftmax).
 //     Norm     norm::IntLayerNorm       kernels/layernorm_int.hpp (the only variant).
-//     Gelu     act::TableGelu (default) GELU of the fc1 output requantized to int16, by a
-//     2^16-entry
-//                                       table of output codes computed once from the exact GELU:
-//                                       at run time one requantization and one table lookup
-//                                       per value (a load; on AVX-512 a search over the table's
-//                                       steps, engine/detail/step_table.hpp, same codes), and the
-//                                       fc2 input codes equal the fake-quant simulation's
-//                                       (kernels-free, integer at run time).
+//     Gelu     act::TableGelu (default) GELU of the fc1 output requantized to int16 over the
+//                                       range where its code changes, by a 2^16-entry table of
+//                                       output codes computed once from the exact GELU
+//                                       (engine/detail/gelu_table.hpp): at run time one
+//                                       requantization and one table lookup per value (a load;
+//                                       on AVX-512 VBMI a lookup by buckets of the table's
+//                                       steps, engine/detail/bucket_table.hpp, else a search
+//                                       over them, engine/detail/step_table.hpp; same codes),
+//                                       and the fc2 input codes equal the fake-quant
+//                                       simulation's but at rounding ties (integer at run time).
 //              act::IGelu, act::ShiftGelu  kernels/gelu_int.hpp (I-BERT's I-GELU, I-ViT's
 //                                       ShiftGELU) on the int32 fc1 output; their output is int8
 //                                       symmetric, so the fc2 input gets the symmetric scale

@@ -51,9 +51,10 @@ struct GeluTable {
     (-gelu_real(-m) > out_scale / 4 ? a : b) = m;
   }
   const double lower = b;
-  // U: GELU is increasing above 0; bisection for GELU(U) = hi + S_out.
+  // U: GELU is increasing above 0; bisection for GELU(U) = hi + S_out, from above by
+  // hi + S_out + 1 (x − GELU(x) = x·Φ(−x) <= 0.17 for x >= 0).
   a = 0.0;
-  b = std::max(1.0, hi + 2 * out_scale);
+  b = hi + out_scale + 1.0;
   for (int i = 0; i < 200; ++i) {
     const double m = 0.5 * (a + b);
     (gelu_real(m) < hi + out_scale ? a : b) = m;
