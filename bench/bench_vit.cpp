@@ -23,15 +23,28 @@
 // fp32 latency can be set against the MACs removed (GMACs/image) within one run. The pruned
 // shapes do not depend on the weights' values, only the choice of units does.
 //
+// Two of the engine's loops alone (AVX-512; skipped elsewhere), on DeiT-tiny's shapes:
+//   engine/rescale/<row|rows>/197x192      the residual add's requantization, row by row
+//                                          (rescale_row_avx512) or in row tiles
+//                                          (rescale_rows_avx512), in place
+//   engine/gelu_lookup/hi<h>/197x768       TableGelu's bucket lookup (VBMI) of N(0, 1) fc1
+//                                          outputs, fc2 input range [−0.17, h]; counter ups
+//
 // Counters: images/s (rate), GMACs per image. Setup (weights, calibration, packing, buffers) and
 // one warm-up pass run before the timed loop. Run on a quiet machine; quote ratios of one run.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
+#include "vitcompress/core/cpu_features.hpp"
 #include "vitcompress/engine/int_vit.hpp"
 #include "vitcompress/model/packed_vit.hpp"
 #include "vitcompress/model/vit_checkpoint.hpp"
@@ -193,6 +206,76 @@ void register_pruned() {
     }
 }
 
-const int registered = (register_all(), register_pruned(), 0);
+#if VITC_HAVE_X86_TARGET_KERNELS
+void bench_rescale(benchmark::State& state, bool tiles) {
+  namespace ed = vitc::engine::detail;
+  if (!vitc::kernels::arch::Avx512Vnni::available()) {
+    state.SkipWithError("architecture unsupported");
+    return;
+  }
+  const Index rows = 197, d = 192;
+  std::vector<double> acc_s(d), in_s(d, 0.02), bias(d), out_s(d, 0.021);
+  std::mt19937 rng(1);
+  for (Index c = 0; c < d; ++c) {
+    acc_s[static_cast<std::size_t>(c)] = 1e-4 * (1.0 + static_cast<double>(rng() % 100) / 100.0);
+    bias[static_cast<std::size_t>(c)] = 0.01 * static_cast<double>(c % 7);
+  }
+  const ed::Rescale r = ed::make_rescale(acc_s, in_s, bias, out_s, -32768, 32767, "bench");
+  std::vector<std::int32_t> acc(static_cast<std::size_t>(rows * d));
+  std::vector<std::int16_t> x(static_cast<std::size_t>(rows * d));
+  for (auto& v : acc) v = static_cast<std::int32_t>(rng() % 2000000) - 1000000;
+  for (auto& v : x) v = static_cast<std::int16_t>(static_cast<int>(rng() % 60000) - 30000);
+  for (auto _ : state) {
+    if (tiles)
+      ed::rescale_rows_avx512(r, acc.data(), d, x.data(), d, x.data(), d, rows, d);
+    else
+      for (Index i = 0; i < rows; ++i)
+        ed::rescale_row_avx512(r, acc.data() + i * d, x.data() + i * d, nullptr, x.data() + i * d,
+                               d);
+    benchmark::DoNotOptimize(x.data());
+    benchmark::ClobberMemory();
+  }
+}
+
+void bench_gelu_lookup(benchmark::State& state, double hi) {
+  namespace ed = vitc::engine::detail;
+  if (!vitc::kernels::arch::Avx512Vnni::available() || !vitc::cpu_features().avx512vbmi) {
+    state.SkipWithError("architecture unsupported");
+    return;
+  }
+  const double so = (hi + 0.17) / 255;
+  const ed::GeluTable g =
+      ed::make_gelu_table(so, static_cast<std::int32_t>(std::lround(0.17 / so)));
+  const ed::BucketTable bt = ed::build_bucket_table(g.codes.data() + 32768);
+  const Index rows = 197, cols = 768;
+  std::mt19937 rng(3);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::vector<std::int16_t> in(static_cast<std::size_t>(rows * cols));
+  for (auto& v : in)
+    v = static_cast<std::int16_t>(
+        std::clamp<long>(std::lround(normal(rng) / g.scale) + g.zero_point, -32768, 32767));
+  std::vector<std::int8_t> out(in.size());
+  for (auto _ : state) {
+    for (Index i = 0; i < rows; ++i)
+      ed::bucket_lookup_avx512vbmi(bt, in.data() + i * cols, out.data() + i * cols, cols);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["ups"] = bt.ups;
+}
+
+void register_loops() {
+  benchmark::RegisterBenchmark("engine/rescale/row/197x192", bench_rescale, false);
+  benchmark::RegisterBenchmark("engine/rescale/rows/197x192", bench_rescale, true);
+  for (double hi : {1.0, 2.0, 8.0})
+    benchmark::RegisterBenchmark(
+        ("engine/gelu_lookup/hi" + std::to_string(static_cast<int>(hi)) + "/197x768").c_str(),
+        bench_gelu_lookup, hi);
+}
+#else
+void register_loops() {}
+#endif
+
+const int registered = (register_all(), register_pruned(), register_loops(), 0);
 
 }  // namespace

@@ -124,47 +124,11 @@ inline void rescale_row(const Rescale& r, const std::int32_t* acc, const std::in
 }
 
 #if VITC_HAVE_X86_TARGET_KERNELS
-// rescale_row on AVX-512, 8 channels per step in 64-bit lanes (vpmullq, vpsravq): the same exact
-// integer formula, hence the same codes.
-VITC_TARGET_AVX512VNNI inline void rescale_row_avx512(const Rescale& r, const std::int32_t* acc,
-                                                      const std::int16_t* x,
-                                                      const std::int64_t* extra, std::int16_t* out,
-                                                      Index n) noexcept {
-  const std::int64_t* a1 = r.a1.data();
-  const std::int64_t* a2 = r.a2.data();
-  const std::int64_t* k = r.k.data();
-  const std::int32_t* e = r.e.data();
-  const __m512i lo = _mm512_set1_epi64(r.lo), hi = _mm512_set1_epi64(r.hi);
-  const __m512i one = _mm512_set1_epi64(1);
-  Index c = 0;
-  for (; c + 8 <= n; c += 8) {
-    const __m512i av =
-        _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c)));
-    __m512i num = _mm512_add_epi64(_mm512_mullo_epi64(av, _mm512_loadu_si512(a1 + c)),
-                                   _mm512_loadu_si512(k + c));
-    if (x != nullptr) {
-      const __m512i xv =
-          _mm512_cvtepi16_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + c)));
-      num = _mm512_add_epi64(num, _mm512_mullo_epi64(xv, _mm512_loadu_si512(a2 + c)));
-    } else if (extra != nullptr) {
-      num = _mm512_add_epi64(num, _mm512_loadu_si512(extra + c));
-    }
-    const __m512i ev =
-        _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(e + c)));
-    const __m512i half = _mm512_sllv_epi64(one, _mm512_sub_epi64(ev, one));
-    __m512i v = _mm512_srav_epi64(_mm512_add_epi64(num, half), ev);
-    v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm512_cvtepi64_epi16(v));
-  }
-  rescale_row(r, acc, x, extra, out, n, c);
-}
-
 // rescale_row with the x term for `rows` rows (row i at acc + i·lda, x + i·ldx, out + i·ldo; x
 // may equal out), on AVX-512: in tiles of 16 rows, blocks of 8 channels outer and the tile's rows
 // inner, so that each block's constants (four int64 vectors, the rounding half folded into k)
 // load once per tile, and the tile's sums stay in L1. Row by row, those loads make the loop
-// load-bound: a standalone timing of 197 × 192 took 14.6 µs row by row, 9.4 µs with all rows
-// inner and 8.5 µs in tiles of 16.
+// load-bound (bench_vit engine/rescale/row|rows/197x192).
 VITC_TARGET_AVX512VNNI inline void rescale_rows_avx512(const Rescale& r, const std::int32_t* acc,
                                                        Index lda, const std::int16_t* x, Index ldx,
                                                        std::int16_t* out, Index ldo, Index rows,
@@ -197,6 +161,35 @@ VITC_TARGET_AVX512VNNI inline void rescale_rows_avx512(const Rescale& r, const s
       for (Index i = i0; i < i1; ++i)
         rescale_row(r, acc + i * lda, x + i * ldx, nullptr, out + i * ldo, n, vec_end);
   }
+}
+
+// rescale_row on AVX-512, 8 channels per step in 64-bit lanes (vpmullq, vpsravq): the same exact
+// integer formula, hence the same codes. With the x term, one row of rescale_rows_avx512.
+VITC_TARGET_AVX512VNNI inline void rescale_row_avx512(const Rescale& r, const std::int32_t* acc,
+                                                      const std::int16_t* x,
+                                                      const std::int64_t* extra, std::int16_t* out,
+                                                      Index n) noexcept {
+  if (x != nullptr) {
+    rescale_rows_avx512(r, acc, 0, x, 0, out, 0, 1, n);
+    return;
+  }
+  const __m512i lo = _mm512_set1_epi64(r.lo), hi = _mm512_set1_epi64(r.hi);
+  const __m512i one = _mm512_set1_epi64(1);
+  Index c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const __m512i av =
+        _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c)));
+    __m512i num = _mm512_add_epi64(_mm512_mullo_epi64(av, _mm512_loadu_si512(r.a1.data() + c)),
+                                   _mm512_loadu_si512(r.k.data() + c));
+    if (extra != nullptr) num = _mm512_add_epi64(num, _mm512_loadu_si512(extra + c));
+    const __m512i ev =
+        _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r.e.data() + c)));
+    const __m512i half = _mm512_sllv_epi64(one, _mm512_sub_epi64(ev, one));
+    __m512i v = _mm512_srav_epi64(_mm512_add_epi64(num, half), ev);
+    v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm512_cvtepi64_epi16(v));
+  }
+  rescale_row(r, acc, x, extra, out, n, c);
 }
 
 // rescale_row on AVX2, 4 channels per ymm of 64-bit lanes. AVX2 has no 64-bit multiply,
